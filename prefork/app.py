@@ -1,0 +1,120 @@
+# Loading the application from an APP_MODULE string. The string is parsed
+# with ``ast`` (never ``eval``): ``module``, ``module:name``,
+# ``module:obj.attr`` or a factory call with literal arguments,
+# ``module:create_app('prod', debug=False)``. A typo (missing module or
+# attribute, or an object that is not callable) is an ``AppNotFound`` with a
+# one-line message; an exception raised by the application's own code while it
+# is imported or built propagates with its traceback.
+from __future__ import annotations
+
+import ast
+import importlib
+import os
+import sys
+from collections.abc import Callable
+from typing import Any
+
+
+class AppNotFound(Exception):
+    """APP_MODULE does not name a callable; the message says what is missing."""
+
+
+class AppSpec:
+    """A parsed APP_MODULE: the module, an attribute path and optional call."""
+
+    def __init__(self, uri: str) -> None:
+        self.uri = uri
+        module, sep, expr = uri.partition(":")
+        module = module.strip()
+        if not module or not all(part.isidentifier() for part in module.split(".")):
+            raise AppNotFound(f"invalid APP_MODULE {uri!r}: expected module:name")
+        self.module = module
+        self.attrs: list[str] = []
+        self.call: tuple[list[Any], dict[str, Any]] | None = None
+        if sep:
+            self._parse_expr(expr.strip())
+
+    def _parse_expr(self, expr: str) -> None:
+        try:
+            node = ast.parse(expr, mode="eval").body
+        except SyntaxError:
+            raise AppNotFound(f"invalid APP_MODULE {self.uri!r}: cannot parse {expr!r}") from None
+        if isinstance(node, ast.Call):
+            try:
+                args = [ast.literal_eval(a) for a in node.args]
+                kwargs = {k.arg: ast.literal_eval(k.value) for k in node.keywords if k.arg}
+            except ValueError:
+                raise AppNotFound(
+                    f"invalid APP_MODULE {self.uri!r}: factory arguments must be literals"
+                ) from None
+            if any(k.arg is None for k in node.keywords):
+                raise AppNotFound(f"invalid APP_MODULE {self.uri!r}: ** arguments not allowed")
+            self.call = (args, kwargs)
+            node = node.func
+        attrs: list[str] = []
+        while isinstance(node, ast.Attribute):
+            attrs.append(node.attr)
+            node = node.value
+        if not isinstance(node, ast.Name):
+            raise AppNotFound(f"invalid APP_MODULE {self.uri!r}: {expr!r} is not a name")
+        attrs.append(node.id)
+        self.attrs = attrs[::-1]
+
+
+def prepare_path(chdir: str | None, pythonpath: str | None) -> None:
+    """Make the application importable: cwd first on sys.path, like ``python -m``."""
+    if chdir:
+        os.chdir(chdir)
+    if pythonpath:
+        for entry in reversed([p.strip() for p in pythonpath.split(",") if p.strip()]):
+            sys.path.insert(0, os.path.abspath(entry))
+    cwd = os.getcwd()
+    if cwd not in sys.path:
+        sys.path.insert(0, cwd)
+
+
+def import_module(name: str) -> Any:
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        # Only a missing module *named by the user* is a typo; a missing
+        # dependency inside the application is the application's error.
+        if exc.name and (name == exc.name or name.startswith(exc.name + ".")):
+            raise AppNotFound(f"no module named {name!r} (looked in {os.getcwd()})") from None
+        raise
+
+
+def load_app(uri: str) -> Callable[..., Any]:
+    """Import and return the WSGI callable named by ``uri``."""
+    spec = AppSpec(uri)
+    module = import_module(spec.module)
+    if spec.attrs:
+        obj: Any = module
+        path = spec.module
+        for attr in spec.attrs:
+            try:
+                obj = getattr(obj, attr)
+            except AttributeError:
+                raise AppNotFound(f"{path!r} has no attribute {attr!r}") from None
+            path = f"{path}.{attr}"
+    else:
+        for candidate in ("application", "app"):
+            if hasattr(module, candidate):
+                obj = getattr(module, candidate)
+                path = f"{spec.module}.{candidate}"
+                break
+        else:
+            raise AppNotFound(
+                f"module {spec.module!r} has neither 'application' nor 'app'; "
+                f"name the callable: {spec.module}:NAME"
+            )
+    if spec.call is not None:
+        if not callable(obj):
+            raise AppNotFound(f"{path!r} is not callable, so it cannot be a factory")
+        args, kwargs = spec.call
+        obj = obj(*args, **kwargs)
+        path = f"{path}(...)"
+    if not callable(obj):
+        raise AppNotFound(f"{path!r} is not callable (it is a {type(obj).__name__})")
+    app: Callable[..., Any] = obj
+    return app

@@ -1,0 +1,154 @@
+# Response heads: status and fields from the application in, bytes out.
+# Strategy: everything the application hands over is checked with one regex
+# pass (CR, LF and NUL anywhere in the status or a field is response
+# splitting and is refused), hop-by-hop fields are taken out because the
+# server owns the connection's framing (PEP 3333, RFC 9110 §7.6.1), and the
+# head is serialised with a single join. The Date value is cached per second.
+from __future__ import annotations
+
+import re
+import time
+from email.utils import formatdate
+
+from .errors import HTTPError
+
+# RFC 9112 §4: status-line = HTTP-version SP status-code SP [ reason-phrase ]
+#   reason-phrase = 1*( HTAB / SP / VCHAR / obs-text )
+STATUS = re.compile(r"([1-9][0-9][0-9])(?: [\t\x20-\x7e\x80-\xff]*)?")
+# RFC 9110 §5.1 field-name = token; §5.5 field-value without CR, LF, NUL.
+FIELD_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+FORBIDDEN_IN_VALUE = re.compile(r"[\x00\r\n]")
+
+# RFC 9110 §7.6.1 connection-specific fields; the server decides these.
+HOP_BY_HOP = frozenset(
+    {
+        "connection", "keep-alive", "proxy-connection", "transfer-encoding", "te",
+        "trailer", "upgrade", "proxy-authenticate", "proxy-authorization",
+    }
+)
+
+
+class InvalidResponse(HTTPError):
+    """The application produced a response that cannot be sent safely."""
+
+    status = 500
+    reason = "Internal Server Error"
+
+
+_status_cache: dict[str, int] = {}
+
+
+def status_code(status: str) -> int:
+    """The numeric code of a WSGI status string such as ``"200 OK"``."""
+    code = _status_cache.get(status)
+    if code is not None:
+        return code
+    if not isinstance(status, str):
+        raise InvalidResponse(f"status must be str, not {type(status).__name__}")
+    match = STATUS.fullmatch(status)
+    if match is None:
+        raise InvalidResponse(f"invalid status line {status[:60]!r}")
+    code = int(match.group(1))
+    if len(_status_cache) < 256:
+        _status_cache[status] = code
+    return code
+
+
+class ResponseFields:
+    """What the server needs to know about the application's fields."""
+
+    __slots__ = ("lines", "content_length", "close")
+
+    def __init__(self, lines: str, content_length: int | None, close: bool) -> None:
+        self.lines = lines
+        self.content_length = content_length
+        self.close = close
+
+
+def check_fields(headers: list[tuple[str, str]]) -> ResponseFields:
+    """Validate the application's fields and render them as lines.
+
+    Hop-by-hop fields are dropped (``Connection: close`` is remembered), and
+    ``Content-Length`` is parsed, not rendered: the server writes it after
+    deciding the framing.
+    """
+    parts: list[str] = []
+    content_length = None
+    close = False
+    try:
+        for name, value in headers:
+            if name.__class__ is not str or value.__class__ is not str:
+                raise TypeError(f"header {name!r} must be a pair of str")
+            lname = name.lower()
+            if lname == "content-length":
+                content_length = _content_length(value)  # the server writes it
+                continue
+            if lname in HOP_BY_HOP:
+                if lname == "connection" and "close" in value.lower():
+                    close = True
+                continue
+            parts.append(f"{name}: {value}\r\n")
+    except (TypeError, ValueError) as exc:
+        raise InvalidResponse(f"malformed response headers: {exc}") from None
+    lines = "".join(parts)
+    if FORBIDDEN_IN_VALUE.search(lines.replace("\r\n", "\t")):
+        raise InvalidResponse(f"CR, LF or NUL in response header {_offender(headers)!r}")
+    for name, _ in headers:
+        if not FIELD_NAME.fullmatch(name):
+            raise InvalidResponse(f"invalid response header name {name[:60]!r}")
+    return ResponseFields(lines, content_length, close)
+
+
+def _content_length(value: str) -> int:
+    if not value.isdigit() or not value.isascii():
+        raise InvalidResponse(f"invalid Content-Length {value[:40]!r} from the application")
+    return int(value)
+
+
+def _offender(headers: list[tuple[str, str]]) -> str:
+    for name, value in headers:
+        if FORBIDDEN_IN_VALUE.search(name) or FORBIDDEN_IN_VALUE.search(value):
+            return name
+    return "?"
+
+
+def body_allowed(code: int, method: str) -> bool:
+    """Whether a response may carry content (RFC 9110 §6.4.1)."""
+    return not (method == "HEAD" or code < 200 or code == 204 or code == 304)
+
+
+def length_allowed(code: int) -> bool:
+    """1xx and 204 responses must not carry Content-Length (RFC 9110 §8.6)."""
+    return code >= 200 and code != 204
+
+
+_date_second = 0
+_date_value = ""
+
+
+def http_date() -> str:
+    """The current time as an IMF-fixdate, computed at most once a second."""
+    global _date_second, _date_value
+    now = int(time.time())
+    if now != _date_second:
+        _date_second = now
+        _date_value = formatdate(now, usegmt=True)
+    return _date_value
+
+
+def chunk(data: bytes) -> bytes:
+    """One chunk of a chunked response body (RFC 9112 §7.1)."""
+    return b"%x\r\n%b\r\n" % (len(data), data)
+
+
+LAST_CHUNK = b"0\r\n\r\n"
+
+
+def simple_response(status: int, reason: str, body: str, server: str) -> bytes:
+    """A complete small error response that closes the connection."""
+    payload = body.encode("utf-8")
+    return (
+        f"HTTP/1.1 {status} {reason}\r\nServer: {server}\r\nDate: {http_date()}\r\n"
+        f"Connection: close\r\nContent-Type: text/plain; charset=utf-8\r\n"
+        f"Content-Length: {len(payload)}\r\n\r\n"
+    ).encode("latin-1") + payload

@@ -1,0 +1,362 @@
+# Every setting is declared once, in SETTINGS below: its config name (the same
+# as Gunicorn's wherever Gunicorn has one, so an existing config file keeps
+# working), its command-line flags, a validator that turns text or a Python
+# value into the typed value, a default, and the help paragraph. The click
+# command, the environment-variable parser, the config-file loader and
+# docs/settings.md are all derived from this table.
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class ConfigError(Exception):
+    """A setting has a value that cannot be used; the message is one line."""
+
+
+# --- validators: each takes text (from the command line or an environment
+# variable) or a Python value (from a config file) and returns the typed value.
+
+
+def _integer(value: Any, minimum: int) -> int:
+    if isinstance(value, bool):
+        raise ValueError(f"expected an integer, got {value!r}")
+    if isinstance(value, str):
+        text = value.strip()
+        if not re.fullmatch(r"[+-]?[0-9]+", text):
+            raise ValueError(f"expected an integer, got {value!r}")
+        value = int(text)
+    if not isinstance(value, int):
+        raise ValueError(f"expected an integer, got {value!r}")
+    if value < minimum:
+        raise ValueError(f"must be at least {minimum}, got {value}")
+    return value
+
+
+def positive_int(value: Any) -> int:
+    return _integer(value, 1)
+
+
+def nonneg_int(value: Any) -> int:
+    return _integer(value, 0)
+
+
+def nonneg_float(value: Any) -> float:
+    if isinstance(value, bool):
+        raise ValueError(f"expected a number of seconds, got {value!r}")
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"expected a number of seconds, got {value!r}") from None
+    if not number >= 0 or number == float("inf"):
+        raise ValueError(f"must be a finite number ≥ 0, got {value!r}")
+    return number
+
+
+def positive_float(value: Any) -> float:
+    number = nonneg_float(value)
+    if number == 0:
+        raise ValueError(f"must be greater than 0, got {value!r}")
+    return number
+
+
+_TRUE = {"1", "true", "yes", "on", "y", "t"}
+_FALSE = {"0", "false", "no", "off", "n", "f", ""}
+
+
+def boolean(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
+        return value.strip().lower() in _TRUE
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    raise ValueError(f"expected true or false, got {value!r}")
+
+
+def string(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"expected a string, got {value!r}")
+    return value
+
+
+def optional_string(value: Any) -> str | None:
+    if value is None:
+        return None
+    return string(value)
+
+
+def choice(*options: str) -> Callable[[Any], str]:
+    def validate(value: Any) -> str:
+        text = string(value).strip().lower()
+        if text not in options:
+            raise ValueError(f"expected one of {', '.join(options)}, got {value!r}")
+        return text
+
+    return validate
+
+
+def string_list(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+        return list(value)
+    raise ValueError(f"expected a string or a list of strings, got {value!r}")
+
+
+def existing_dir(value: Any) -> str:
+    path = string(value)
+    if not os.path.isdir(path):
+        raise ValueError(f"no such directory: {path}")
+    return path
+
+
+def optional_dir(value: Any) -> str | None:
+    if value is None:
+        return None
+    return existing_dir(value)
+
+
+# --- bind addresses
+
+
+@dataclass(frozen=True)
+class Address:
+    """A place to listen: ``kind`` is "tcp", "unix" or "fd"."""
+
+    kind: str
+    host: str = ""
+    port: int = 0
+    path: str = ""
+    fd: int = -1
+
+    def __str__(self) -> str:
+        if self.kind == "unix":
+            return f"unix:{self.path}"
+        if self.kind == "fd":
+            return f"fd://{self.fd}"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+
+def parse_address(text: str) -> Address:
+    """Parse ``HOST:PORT``, ``[IPV6]:PORT``, ``HOST``, ``unix:PATH`` or ``fd://N``."""
+    if not isinstance(text, str) or not text.strip():
+        raise ValueError(f"empty bind address {text!r}")
+    text = text.strip()
+    if text.startswith("unix:"):
+        path = text[5:]
+        if path.startswith("//"):
+            path = path[2:]
+        if not path:
+            raise ValueError(f"bind address {text!r} has no socket path")
+        return Address("unix", path=path)
+    if text.startswith("fd://"):
+        fd = text[5:]
+        if not fd.isdigit():
+            raise ValueError(f"bind address {text!r}: expected fd://N with N a file descriptor")
+        return Address("fd", fd=int(fd))
+    match = re.fullmatch(r"\[([0-9A-Fa-f:.%a-zA-Z]+)\](?::([0-9]+))?", text)
+    if match:
+        host, port = match.group(1), match.group(2)
+    elif text.count(":") > 1:
+        raise ValueError(f"bind address {text!r}: put IPv6 addresses in brackets, [::1]:8000")
+    else:
+        host, _, port = text.partition(":")
+        if not port and text.endswith(":"):
+            raise ValueError(f"bind address {text!r} has an empty port")
+        if not re.fullmatch(r"[A-Za-z0-9.\-_]*", host):
+            raise ValueError(f"bind address {text!r}: invalid host {host!r}")
+    if port is None or port == "":
+        port_number = 8000
+    elif port.isdigit() and int(port) <= 65535:
+        port_number = int(port)
+    else:
+        raise ValueError(f"bind address {text!r}: invalid port {port!r}")
+    return Address("tcp", host=host or "0.0.0.0", port=port_number)
+
+
+def bind_list(value: Any) -> list[str]:
+    addresses = string_list(value)
+    if not addresses:
+        raise ValueError("at least one bind address is needed")
+    for text in addresses:
+        parse_address(text)
+    return [a.strip() for a in addresses]
+
+
+def default_bind(env: Mapping[str, str]) -> list[str]:
+    port = env.get("PORT")
+    if port:
+        return [f"0.0.0.0:{port}"]
+    return ["127.0.0.1:8000"]
+
+
+def default_workers(env: Mapping[str, str]) -> int:
+    value = env.get("WEB_CONCURRENCY")
+    if value:
+        try:
+            return positive_int(value)
+        except ValueError:
+            raise ConfigError(f"WEB_CONCURRENCY: {value!r} is not a positive integer") from None
+    return 1
+
+
+# --- the table
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    section: str
+    flags: tuple[str, ...]
+    validate: Callable[[Any], Any]
+    default: Any
+    help: str
+    example: str = ""
+    metavar: str = ""
+    multiple: bool = False
+    is_flag: bool = False
+    default_doc: str = ""
+    gunicorn: str | None = field(default=None)  # Gunicorn's name if different
+
+    def default_value(self, env: Mapping[str, str]) -> Any:
+        if callable(self.default) and not self.is_flag:
+            return self.default(env)
+        return self.default
+
+    @property
+    def option_name(self) -> str:
+        """The long flag, e.g. ``--workers``."""
+        longs = [f for f in self.flags if f.startswith("--")]
+        return longs[0] if longs else self.name
+
+
+def _s(name: str, section: str, flags: tuple[str, ...], validate: Callable[[Any], Any],
+       default: Any, help: str, **kw: Any) -> Setting:
+    return Setting(name, section, flags, validate, default, " ".join(help.split()), **kw)
+
+
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+
+SETTINGS: list[Setting] = [
+    _s("bind", "Server socket", ("-b", "--bind"), bind_list, default_bind,
+       """Where to listen: ``HOST:PORT``, ``[IPV6]:PORT``, ``unix:PATH`` or ``fd://N``
+       (an already-open listening socket, e.g. from a supervisor). Repeat the flag to
+       listen in several places. Defaults to ``127.0.0.1:8000``, or ``0.0.0.0:$PORT``
+       when the ``PORT`` environment variable is set.""",
+       example="-b 0.0.0.0:8000 -b unix:/run/app.sock", metavar="ADDRESS", multiple=True,
+       default_doc="127.0.0.1:8000 (0.0.0.0:$PORT if PORT is set)"),
+    _s("backlog", "Server socket", ("--backlog",), positive_int, 2048,
+       """The listen queue length: how many connections the kernel holds for the
+       workers to accept. Also capped by ``net.core.somaxconn``.""",
+       example="--backlog 4096", metavar="INT"),
+    _s("workers", "Worker processes", ("-w", "--workers"), positive_int, default_workers,
+       """How many worker processes serve requests. Each handles one request at a
+       time, so this is the number of requests served concurrently. Defaults to 1, or
+       ``$WEB_CONCURRENCY`` when set. A common start is 2-4 per CPU core.""",
+       example="-w 4", metavar="INT", default_doc="1 ($WEB_CONCURRENCY if set)"),
+    _s("timeout", "Worker processes", ("-t", "--timeout"), nonneg_float, 30.0,
+       """A worker that has not checked in for this many seconds (stuck in a request
+       or anywhere else) is killed and replaced. 0 disables the check.""",
+       example="-t 60", metavar="SECONDS"),
+    _s("boot_timeout", "Worker processes", ("--boot-timeout",), nonneg_float, 120.0,
+       """How long a worker may take to import and build the application before it
+       is considered stuck and killed. Separate from ``--timeout`` so that a slow
+       import is not mistaken for a stuck request. 0 disables the check.""",
+       example="--boot-timeout 300", metavar="SECONDS"),
+    _s("graceful_timeout", "Worker processes", ("--graceful-timeout",), nonneg_float, 30.0,
+       """On a graceful stop, how long in-flight requests may run before their
+       workers are killed.""",
+       example="--graceful-timeout 10", metavar="SECONDS"),
+    _s("worker_tmp_dir", "Worker processes", ("--worker-tmp-dir",), optional_dir, None,
+       """The directory for the workers' heartbeat files. The files are unlinked as
+       soon as they are opened, so nothing is left behind. Defaults to ``/dev/shm``
+       when it exists (memory-backed), else the system temporary directory.""",
+       example="--worker-tmp-dir /dev/shm", metavar="DIR",
+       default_doc="/dev/shm if present, else $TMPDIR"),
+    _s("chdir", "Server mechanics", ("--chdir",), optional_dir, None,
+       """Change to this directory before loading the application.""",
+       example="--chdir /srv/app", metavar="DIR", default_doc="the current directory"),
+    _s("pythonpath", "Server mechanics", ("--pythonpath",), optional_string, None,
+       """Comma-separated directories to put in front of ``sys.path`` before loading
+       the application.""",
+       example="--pythonpath /srv/app,/srv/lib", metavar="DIRS"),
+    _s("proc_name", "Server mechanics", ("-n", "--name"), optional_string, None,
+       """The name shown in process titles (``prefork: master [NAME]``). Defaults to
+       the application module.""",
+       example="-n shop-api", metavar="NAME", default_doc="the APP_MODULE"),
+    _s("loglevel", "Logging", ("--log-level",), choice(*LOG_LEVELS), "info",
+       """The least severe level written to the error log: debug, info, warning,
+       error or critical.""",
+       example="--log-level debug", metavar="LEVEL"),
+    _s("errorlog", "Logging", ("--error-logfile", "--log-file"), string, "-",
+       """Where the error log goes: a file path, or ``-`` for standard error.""",
+       example="--error-logfile /var/log/prefork/error.log", metavar="FILE"),
+    _s("accesslog", "Logging", ("--access-logfile",), optional_string, None,
+       """Where the access log goes: a file path, or ``-`` for standard output. Off by
+       default; when off, no work at all is done to format access lines.""",
+       example="--access-logfile -", metavar="FILE", default_doc="off"),
+]
+
+BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
+
+
+class Config:
+    """The effective settings: ``cfg.workers``, plus where each value came from."""
+
+    def __init__(self, values: dict[str, Any], sources: dict[str, str], app_uri: str = "") -> None:
+        self._values = values
+        self.sources = sources
+        self.app_uri = app_uri
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self.__dict__["_values"][name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def get(self, name: str) -> Any:
+        return self._values[name]
+
+    def items(self) -> list[tuple[str, Any]]:
+        return [(s.name, self._values[s.name]) for s in SETTINGS]
+
+    @property
+    def addresses(self) -> list[Address]:
+        return [parse_address(b) for b in self._values["bind"]]
+
+    @property
+    def title_name(self) -> str:
+        return self._values["proc_name"] or self.app_uri
+
+
+def validate_value(setting: Setting, value: Any, where: str) -> Any:
+    """Validate ``value`` for ``setting``; ``where`` prefixes the error message."""
+    try:
+        return setting.validate(value)
+    except ValueError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+
+
+def build_config(
+    layers: list[tuple[str, dict[str, Any]]],
+    env: Mapping[str, str],
+    app_uri: str = "",
+) -> Config:
+    """Merge ``(source, values)`` layers, lowest precedence first, over defaults."""
+    values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    for setting in SETTINGS:
+        values[setting.name] = setting.default_value(env)
+        sources[setting.name] = "default"
+    for source, layer in layers:
+        for name, value in layer.items():
+            setting = BY_NAME[name]
+            where = setting.option_name if source != "config file" else name
+            values[name] = validate_value(setting, value, where)
+            sources[name] = source
+    return Config(values, sources, app_uri)

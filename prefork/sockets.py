@@ -1,0 +1,154 @@
+# Listening sockets: created (or adopted) exactly once by the master, before
+# any worker is forked, and inherited by every worker. A unix socket file left
+# by a dead server is removed; one that a live server still answers on is not.
+from __future__ import annotations
+
+import errno
+import os
+import socket
+import stat
+import sys
+
+from .settings import Address
+
+
+class BindError(Exception):
+    """A listening socket could not be created; the message is one line."""
+
+
+class Listener:
+    """A listening socket and what it was made from."""
+
+    def __init__(self, sock: socket.socket, address: Address, owned_path: str = "") -> None:
+        self.sock = sock
+        self.address = address
+        # A unix socket file we created and must remove on exit.
+        self.owned_path = owned_path
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    @property
+    def family(self) -> int:
+        return self.sock.family
+
+    def url(self) -> str:
+        if self.sock.family == socket.AF_UNIX:
+            return f"unix:{self.sock.getsockname() or self.address.path}"
+        host, port = self.sock.getsockname()[:2]
+        if self.sock.family == socket.AF_INET6:
+            host = f"[{host}]"
+        return f"http://{host}:{port}"
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def remove_file(self) -> None:
+        if self.owned_path:
+            try:
+                os.unlink(self.owned_path)
+            except OSError:
+                pass
+
+
+def create_listener(address: Address, backlog: int) -> Listener:
+    if address.kind == "fd":
+        return adopt_fd(address.fd, address, backlog)
+    if address.kind == "unix":
+        return _bind_unix(address, backlog)
+    return _bind_tcp(address, backlog)
+
+
+def adopt_fd(fd: int, address: Address, backlog: int) -> Listener:
+    """Use an already-open socket (from a supervisor or a parent process)."""
+    try:
+        sock = socket.socket(fileno=fd)
+    except OSError as exc:
+        raise BindError(f"fd://{fd}: not an open socket ({exc.strerror})") from None
+    if sock.type != socket.SOCK_STREAM:
+        sock.detach()
+        raise BindError(f"fd://{fd}: not a stream socket")
+    if not sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
+        sock.listen(backlog)
+    sock.set_inheritable(True)
+    return Listener(sock, address)
+
+
+def _bind_tcp(address: Address, backlog: int) -> Listener:
+    try:
+        infos = socket.getaddrinfo(address.host, address.port, type=socket.SOCK_STREAM,
+                                   flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise BindError(f"cannot resolve {address}: {exc.strerror}") from None
+    family, kind, proto, _, sockaddr = infos[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(sockaddr)
+        sock.listen(backlog)
+    except OSError as exc:
+        sock.close()
+        hint = " (is another server running there?)" if exc.errno == errno.EADDRINUSE else ""
+        raise BindError(f"cannot listen on {address}: {exc.strerror}{hint}") from None
+    sock.set_inheritable(True)
+    return Listener(sock, address)
+
+
+def _bind_unix(address: Address, backlog: int) -> Listener:
+    path = address.path
+    _remove_stale_unix_socket(path)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(path)
+        sock.listen(backlog)
+    except OSError as exc:
+        sock.close()
+        raise BindError(f"cannot listen on unix:{path}: {exc.strerror}") from None
+    sock.set_inheritable(True)
+    return Listener(sock, address, owned_path=path)
+
+
+def _remove_stale_unix_socket(path: str) -> None:
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(mode):
+        raise BindError(f"cannot listen on unix:{path}: a file that is not a socket is there")
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(path)
+    except OSError:
+        os.unlink(path)  # nobody answers: left behind by a dead server
+        return
+    finally:
+        probe.close()
+    raise BindError(f"cannot listen on unix:{path}: another server is listening there")
+
+
+def create_listeners(addresses: list[Address], backlog: int) -> list[Listener]:
+    listeners: list[Listener] = []
+    try:
+        for address in addresses:
+            listeners.append(create_listener(address, backlog))
+    except BindError:
+        close_listeners(listeners, unlink=True)
+        raise
+    return listeners
+
+
+def close_listeners(listeners: list[Listener], unlink: bool) -> None:
+    for listener in listeners:
+        listener.close()
+        if unlink:
+            listener.remove_file()
+
+
+def needs_poll(listeners: list[Listener]) -> bool:
+    """Whether workers must poll instead of blocking in accept().
+
+    One listener on Linux: block in accept() (the kernel wakes one worker, and
+    SO_RCVTIMEO bounds the wait). Several listeners, or another kernel where
+    accept() may ignore SO_RCVTIMEO: the listeners are non-blocking and polled.
+    """
+    return len(listeners) > 1 or not sys.platform.startswith("linux")

@@ -1,0 +1,48 @@
+import os
+import socket
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+APPS = os.path.join(ROOT, "tests", "apps")
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+
+@pytest.fixture
+def hello(prefork_server):
+    """Start the example Flask app; extra keyword arguments are settings."""
+
+    def start(workers=1, **settings):
+        return prefork_server("examples.hello_flask:app", workers, cwd=ROOT, **settings)
+
+    return start
+
+
+@pytest.fixture
+def test_app(prefork_server):
+    """Start an app from tests/apps (``module:callable``)."""
+
+    def start(app, workers=1, **settings):
+        return prefork_server(app, workers, cwd=APPS, **settings)
+
+    return start
+
+
+def raw_request(port, data, timeout=5.0, read_all=True):
+    """Send raw bytes, return everything the server sends until it closes."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(data)
+        chunks = []
+        while True:
+            try:
+                chunk = sock.recv(65536)
+            except (ConnectionResetError, TimeoutError):
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+            if not read_all:
+                break
+        return b"".join(chunks)
