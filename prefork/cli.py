@@ -15,7 +15,7 @@ import click
 from click.core import ParameterSource
 
 from . import __version__
-from .settings import SETTINGS, Config, ConfigError, build_config
+from .settings import SETTINGS, Config, ConfigError, Layer, build_config, load_config_file
 
 ENV_ARGS = "PREFORK_CMD_ARGS"
 
@@ -69,19 +69,35 @@ def explicit_values(command: click.Command, args: Sequence[str]) -> tuple[dict[s
     return values, ctx.params.get("app_module")
 
 
+DEFAULT_CONFIG_FILE = "prefork.conf.py"
+
+
 def load_config(argv: Sequence[str], env: Mapping[str, str]) -> Config:
+    """Defaults < config file < PREFORK_CMD_ARGS < command line."""
     command = make_command()
     cli_values, app_uri = explicit_values(command, argv)
-    layers: list[tuple[str, dict[str, Any]]] = []
+    env_layer = None
     env_args = env.get(ENV_ARGS, "")
     if env_args:
         env_values, env_app = explicit_values(command, shlex.split(env_args))
-        layers.append((ENV_ARGS, env_values))
+        env_layer = Layer(ENV_ARGS, env_values)
         app_uri = app_uri or env_app
-    layers.append(("command line", cli_values))
+    layers: list[Layer] = []
+    warnings: list[str] = []
+    path = cli_values.get("config") or (env_layer.values.get("config") if env_layer else None)
+    if path is None and os.path.isfile(DEFAULT_CONFIG_FILE):
+        path = DEFAULT_CONFIG_FILE
+    if path:
+        file_layer, warnings = load_config_file(path)
+        layers.append(file_layer)
+    if env_layer is not None:
+        layers.append(env_layer)
+    layers.append(Layer("command line", cli_values))
     if not app_uri:
         raise click.UsageError("missing APP_MODULE (for example: prefork myproject.wsgi:application)")
-    return build_config(layers, env, app_uri)
+    cfg = build_config(layers, env, app_uri)
+    cfg.warnings = warnings
+    return cfg
 
 
 def fail(message: str, code: int) -> None:
@@ -113,6 +129,8 @@ def serve(cfg: Config) -> int:
         log = Logger(cfg.errorlog, cfg.loglevel, cfg.accesslog)
     except OSError as exc:
         fail(f"cannot open log file: {exc.filename}: {exc.strerror}", 1)
+    for warning in cfg.warnings:
+        log.warning("%s", warning)
     try:
         return Arbiter(cfg, log).run()
     except BindError as exc:

@@ -222,6 +222,7 @@ class Setting:
     is_flag: bool = False
     default_doc: str = ""
     gunicorn: str | None = field(default=None)  # Gunicorn's name if different
+    from_file: bool = True  # may be set in a config file
 
     def default_value(self, env: Mapping[str, str]) -> Any:
         if callable(self.default) and not self.is_flag:
@@ -243,6 +244,13 @@ def _s(name: str, section: str, flags: tuple[str, ...], validate: Callable[[Any]
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
 SETTINGS: list[Setting] = [
+    _s("config", "Config file", ("-c", "--config"), optional_string, None,
+       """A Python config file (``path/to/prefork.conf.py``) or module
+       (``python:package.module``) whose module-level names set settings and server
+       hooks. Defaults to ``./prefork.conf.py`` when that file exists. Command-line
+       options and ``PREFORK_CMD_ARGS`` override values from the file.""",
+       example="-c /etc/prefork/prefork.conf.py", metavar="CONFIG",
+       default_doc="./prefork.conf.py if it exists", from_file=False),
     _s("bind", "Server socket", ("-b", "--bind"), bind_list, default_bind,
        """Where to listen: ``HOST:PORT``, ``[IPV6]:PORT``, ``unix:PATH`` or ``fd://N``
        (an already-open listening socket, e.g. from a supervisor). Repeat the flag to
@@ -300,6 +308,26 @@ SETTINGS: list[Setting] = [
        """Where the access log goes: a file path, or ``-`` for standard output. Off by
        default; when off, no work at all is done to format access lines.""",
        example="--access-logfile -", metavar="FILE", default_doc="off"),
+
+    # ----- HTTP protocol: limits, keep-alive, header handling -----
+
+    # ----- end of HTTP protocol settings -----
+
+    # ----- Process supervision: signals, recycling, hooks, process settings -----
+
+    # ----- end of process supervision settings -----
+
+    # ----- Configuration and logging -----
+
+    # ----- end of configuration and logging settings -----
+
+    # ----- Deployment: systemd, proxies, TLS -----
+
+    # ----- end of deployment settings -----
+
+    # ----- Performance options -----
+
+    # ----- end of performance settings -----
 ]
 
 BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
@@ -312,6 +340,7 @@ class Config:
         self._values = values
         self.sources = sources
         self.app_uri = app_uri
+        self.warnings: list[str] = []  # found while loading, logged once a logger exists
 
     def __getattr__(self, name: str) -> Any:
         try:
@@ -342,21 +371,147 @@ def validate_value(setting: Setting, value: Any, where: str) -> Any:
         raise ConfigError(f"{where}: {exc}") from None
 
 
-def build_config(
-    layers: list[tuple[str, dict[str, Any]]],
-    env: Mapping[str, str],
-    app_uri: str = "",
-) -> Config:
-    """Merge ``(source, values)`` layers, lowest precedence first, over defaults."""
+@dataclass
+class Layer:
+    """Settings from one source: a config file, an environment variable, the CLI."""
+
+    source: str
+    values: dict[str, Any]
+    path: str = ""  # the config file, if the layer is one
+    lines: dict[str, int] = field(default_factory=dict)  # config name -> line
+
+    def where(self, setting: Setting) -> str:
+        if self.path:
+            line = self.lines.get(setting.name)
+            return f"{self.path}:{line}: {setting.name}" if line else f"{self.path}: {setting.name}"
+        return setting.option_name
+
+
+def build_config(layers: list[Layer], env: Mapping[str, str], app_uri: str = "") -> Config:
+    """Merge layers, lowest precedence first, over the defaults."""
     values: dict[str, Any] = {}
     sources: dict[str, str] = {}
     for setting in SETTINGS:
         values[setting.name] = setting.default_value(env)
         sources[setting.name] = "default"
-    for source, layer in layers:
-        for name, value in layer.items():
+    for layer in layers:
+        for name, value in layer.values.items():
             setting = BY_NAME[name]
-            where = setting.option_name if source != "config file" else name
-            values[name] = validate_value(setting, value, where)
-            sources[name] = source
+            values[name] = validate_value(setting, value, layer.where(setting))
+            sources[name] = layer.source
     return Config(values, sources, app_uri)
+
+
+# --- config files
+
+
+def load_config_file(path: str) -> tuple[Layer, list[str]]:
+    """Run a Python config file; its module-level names that match settings set
+    them. Returns the layer and warnings about names that match no setting."""
+    if path.startswith("python:"):
+        namespace, filename = _config_module(path[len("python:"):])
+    else:
+        namespace, filename = _exec_config_file(path)
+    lines = _assignment_lines(filename) if filename else {}
+    values: dict[str, Any] = {}
+    warnings: list[str] = []
+    for name, value in namespace.items():
+        if name.startswith("_") or _is_imported(value, namespace):
+            continue
+        setting = BY_NAME.get(name)
+        if setting is not None and setting.from_file:
+            values[name] = value
+        else:
+            line = lines.get(name)
+            at = f"{filename or path}:{line}" if line else (filename or path)
+            warnings.append(f"{at}: {unknown_setting_message(name)}")
+    return Layer(f"config file {filename or path}", values, filename or path, lines), warnings
+
+
+def unknown_setting_message(name: str) -> str:
+    import difflib
+
+    known = [s.name for s in SETTINGS if s.from_file]
+    close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    return f"unknown setting {name!r} ignored{hint}"
+
+
+def _exec_config_file(path: str) -> tuple[dict[str, Any], str]:
+    filename = os.path.abspath(path)
+    try:
+        with open(filename, "rb") as f:
+            source = f.read()
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    namespace: dict[str, Any] = {"__file__": filename, "__name__": "__config__"}
+    try:
+        exec(compile(source, filename, "exec"), namespace)
+    except Exception as exc:
+        raise ConfigError(f"{_error_location(exc, filename)}: error in config file: "
+                          f"{type(exc).__name__}: {exc}") from None
+    namespace.pop("__builtins__", None)
+    return namespace, filename
+
+
+def _config_module(name: str) -> tuple[dict[str, Any], str]:
+    import importlib
+
+    try:
+        module = importlib.import_module(name)
+    except Exception as exc:
+        raise ConfigError(f"cannot import config module {name!r}: {type(exc).__name__}: {exc}") from None
+    namespace = {k: v for k, v in vars(module).items() if not k.startswith("__")}
+    filename = getattr(module, "__file__", None) or ""
+    for key, value in list(namespace.items()):
+        if getattr(value, "__module__", None) not in (None, name) and callable(value):
+            namespace.pop(key)  # imported functions and classes
+    return namespace, filename
+
+
+def _error_location(exc: BaseException, filename: str) -> str:
+    if isinstance(exc, SyntaxError) and exc.lineno:
+        return f"{filename}:{exc.lineno}"
+    tb = exc.__traceback__
+    line = None
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename == filename:
+            line = tb.tb_lineno
+        tb = tb.tb_next
+    return f"{filename}:{line}" if line else filename
+
+
+def _is_imported(value: Any, namespace: dict[str, Any]) -> bool:
+    """Modules, and functions or classes defined elsewhere, are not settings."""
+    import types
+
+    if isinstance(value, types.ModuleType):
+        return True
+    module = getattr(value, "__module__", None)
+    return (isinstance(value, (type, types.FunctionType, types.BuiltinFunctionType))
+            and module is not None and module != namespace.get("__name__"))
+
+
+def _assignment_lines(filename: str) -> dict[str, int]:
+    """The line of the last top-level binding of each name in a config file."""
+    import ast
+
+    try:
+        with open(filename, "rb") as f:
+            tree = ast.parse(f.read(), filename)
+    except (OSError, SyntaxError, ValueError):
+        return {}
+    lines: dict[str, int] = {}
+    for node in tree.body:
+        targets: list[ast.expr] = []
+        if isinstance(node, ast.Assign):
+            targets = node.targets
+        elif isinstance(node, (ast.AnnAssign, ast.AugAssign)):
+            targets = [node.target]
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            lines[node.name] = node.lineno
+        for target in targets:
+            for sub in ast.walk(target):
+                if isinstance(sub, ast.Name):
+                    lines[sub.id] = node.lineno
+    return lines
