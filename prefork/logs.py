@@ -114,6 +114,17 @@ class Logger:
         text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
         self.error_log.error("%s\n%s", msg, text.rstrip())
 
+    def access(self, req: Any, resp: Any, environ: dict[str, Any], started: float,
+               duration: float) -> None:
+        """Log one served request. Called only when the access log is enabled.
+
+        ``req`` is the parsed request (``method``, ``line``, ``version``,
+        ``headers``, ``path``, ``query``), ``resp`` the response (``code``,
+        ``status``, ``sent`` body bytes, ``headers``), ``environ`` the WSGI
+        environ, ``started`` the wall-clock start and ``duration`` in seconds.
+        """
+        self.access_log.info(access_line(req, resp, environ, started))
+
     def reopen_files(self) -> None:
         for handler in self._handlers:
             handler.reopen()
@@ -126,16 +137,11 @@ class Logger:
         self._handlers = []
 
 
-def access_line(
-    remote: str,
-    request_line: str,
-    status: int,
-    sent: int,
-    referer: str,
-    agent: str,
-    started: float,
-) -> str:
+def access_line(req: Any, resp: Any, environ: dict[str, Any], started: float) -> str:
     """A line in Gunicorn's default access-log format (Common Log + referer, UA)."""
     stamp = time.strftime("[%d/%b/%Y:%H:%M:%S %z]", time.localtime(started))
-    length = str(sent) if sent else "-"
-    return f'{remote} - - {stamp} "{request_line}" {status} {length} "{referer}" "{agent}"'
+    length = str(resp.sent) if resp.sent else "-"
+    remote = environ.get("REMOTE_ADDR") or "-"
+    referer = environ.get("HTTP_REFERER", "-")
+    agent = environ.get("HTTP_USER_AGENT", "-")
+    return f'{remote} - - {stamp} "{req.line}" {resp.code or 500} {length} "{referer}" "{agent}"'

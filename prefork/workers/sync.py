@@ -176,6 +176,7 @@ class SyncWorker(Worker):
         send_continue = (lambda: conn.sendall(CONTINUE)) if req.expect_continue else None
         started = time.time() if self.log.access_enabled else 0.0
         resp = Response(req, conn.sendall, self._sendfile(conn), False, self.server_lines)
+        environ: dict[str, Any] = {}
         try:
             inp = Input(conn.recv, body, leftover, send_continue)
             resp.input = inp
@@ -196,16 +197,8 @@ class SyncWorker(Worker):
         finally:
             slot.end_request(self.requests)
             if started:
-                self.log_access(req, resp, remote, started)
+                self.log.access(req, resp, environ, started, time.time() - started)
         return False
-
-    def log_access(self, req: Request, resp: Response, remote: tuple[str, str], started: float) -> None:
-        from ..logs import access_line
-
-        self.log.access_log.info(access_line(
-            remote[0] or "-", req.line, resp.code or 500, resp.sent,
-            req.header("referer") or "-", req.header("user-agent") or "-", started,
-        ))
 
     def send_error(self, conn: socket.socket, exc: HTTPError) -> None:
         self.log.debug("bad request: %s %s", exc.status, exc.detail)
