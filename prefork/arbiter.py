@@ -1,65 +1,115 @@
-# The master. It binds (or adopts) the listening sockets once, forks the
+# The master. It binds (or inherits) the listening sockets once, forks the
 # workers, and from then on only reacts, in one loop:
 #
 #     wait for a signal or a deadline → handle queued signals
-#     → reap dead children → murder stale workers → maintain the worker count
+#     → reap dead children → murder stale workers → maintain the workers
 #
-# Signal handlers only append the signal to a queue; the write to the wakeup
-# pipe (``signal.set_wakeup_fd``) ends the wait. Everything else happens in the
-# loop, outside handler context. Workers are plain forked children; what the
-# master knows of each is in its ``WorkerRecord`` and its heartbeat slot.
+# Signal handlers only append the signal to a queue; the byte that
+# ``signal.set_wakeup_fd`` writes to a pipe ends the wait. Everything else
+# happens in the loop, outside handler context. What the master knows of each
+# worker is its ``WorkerRecord`` and its heartbeat slot; a worker reports
+# "ready" and "replace me" through the slot and wakes the master with SIGCHLD.
+#
+# Workers are stopped in one of two ways. ``TERM`` stops one at once when it
+# is idle, and is used only for a full stop, after the master has made the
+# listeners non-blocking so the workers drain the listen queue. Everywhere the
+# listening sockets stay in use (reload, recycling, fewer workers, WINCH, an
+# upgraded master taking over) a worker is *retired* with ``HUP``: it finishes
+# what it is doing and exits at its next idle moment (within one beat
+# interval), so no connection the kernel has handed it is ever dropped.
 from __future__ import annotations
 
 import collections
 import errno
 import fcntl
+import gc
 import os
 import select
 import signal
+import socket
+import struct
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
-from .heartbeat import BOOTING, HeartbeatSlot
+from .app import AppNotFound, load_app, prepare_path
+from .heartbeat import BOOTING, HeartbeatSlot, beat_interval
 from .logs import Logger
-from .settings import Config
-from .sockets import Listener, close_listeners, create_listeners, needs_poll
+from .pidfile import Pidfile, PidfileError
+from .settings import Config, ConfigError
+from .sockets import Listener, close_listeners, inherit_listeners, needs_poll
 from .systemd import Notifier
-from .workers.base import EXIT_APP_LOAD_ERROR, EXIT_BOOT_ERROR, Worker
+from .workers.base import EXIT_APP_LOAD_ERROR, EXIT_BOOT_ERROR, Worker, run_hook
 from .workers.sync import SyncWorker
 
-HANDLED_SIGNALS = ("TERM", "INT", "QUIT", "CHLD")
+SIGNALS = ("HUP", "QUIT", "INT", "TERM", "TTIN", "TTOU", "USR1", "USR2", "WINCH", "CHLD")
+RETIRE = signal.SIGHUP  # to a worker: finish, then exit when idle
+# Environment variables of a binary upgrade (USR2): the inherited listening
+# sockets, and the pid of the master that started this one.
+FDS_ENV = "PREFORK_FDS"
+UPGRADE_FROM_ENV = "PREFORK_UPGRADE_FROM"
 # After SIGABRT a stuck worker gets this long to write its stack before SIGKILL.
 ABORT_GRACE = 2.0
-# How often the master looks at booting workers' slots (to report readiness fast).
-BOOT_POLL = 0.02
 QUICK_STOP_TIMEOUT = 5.0
+# A worker that dies sooner than this after it started counts toward a crash
+# loop; each one in a row doubles the wait before the next spawn, up to the cap.
+CRASH_WINDOW = 5.0
+BACKOFF_FIRST = 0.25
+BACKOFF_CAP = 5.0
+
+
+class StartupError(Exception):
+    """The server cannot start; the message is one line (exit status 1)."""
 
 
 @dataclass
 class WorkerRecord:
     pid: int
-    age: int
+    worker: Worker
+    generation: int
     slot: HeartbeatSlot
     started: float
+    ready: bool = False
+    retiring: bool = False
     aborted_at: float = 0.0
-    killed: bool = False  # the master sent KILL (timeout or stop)
+    killed: bool = False  # the master sent SIGKILL
+
+    @property
+    def age(self) -> int:
+        return self.worker.age
 
 
 class Arbiter:
-    def __init__(self, cfg: Config, log: Logger, notifier: Notifier | None = None) -> None:
+    """The master process: ``Arbiter(cfg, log).run()`` serves until stopped."""
+
+    def __init__(self, cfg: Config, log: Logger, notifier: Notifier | None = None,
+                 reload_config: Callable[[], Config] | None = None) -> None:
         self.cfg = cfg
         self.log = log
         self.notifier = notifier or Notifier()
+        self.reload_config = reload_config
         self.pid = os.getpid()
+        self.start_cwd = os.getcwd()
         self.listeners: list[Listener] = []
         self.workers: dict[int, WorkerRecord] = {}
         self.num_workers = cfg.workers
         self.worker_age = 0
-        self.healthy = False  # every initial worker has booted once
+        self.generation = 1
+        self.app: Any = None  # the application, with --preload
+        self.healthy = False  # the first generation has booted
+        self.reloading = False
         self.stopping = False
+        self.stop_graceful = True
+        self.stop_at = 0.0  # --shutdown-delay: when the stop begins
         self.stop_deadline = 0.0
+        self.spawn_after = 0.0  # crash-loop back-off
+        self.crash_streak = 0
         self.exit_code = 0
+        self.pidfile: Pidfile | None = None
+        self.reexec_pid = 0  # the new master of a USR2 upgrade
+        self.upgrade_from = int(os.environ.pop(UPGRADE_FROM_ENV, "0") or 0)
         self.sig_queue: collections.deque[int] = collections.deque()
         self._wake_r = self._wake_w = -1
 
@@ -67,43 +117,92 @@ class Arbiter:
 
     def run(self) -> int:
         """Serve until stopped; returns the process exit status."""
-        self.start()
         try:
-            while not (self.stopping and not self.workers):
+            self.start()
+            while not (self.stopping and not self.stop_at and not self.workers):
                 self.wait()
                 self.handle_signals()
                 self.reap()
                 self.murder()
                 self.maintain()
-                self.check_ready()
+                self.check_progress()
+        except StartupError as exc:
+            self.log.error("%s", exc)
+            self.exit_code = 1
         finally:
-            self.cleanup()
+            self.halt()
         return self.exit_code
 
     def start(self) -> None:
         from setproctitle import setproctitle
 
         setproctitle(f"prefork: master [{self.cfg.title_name}]")
+        if self.cfg.umask is not None:
+            os.umask(self.cfg.umask)
+        for pair in self.cfg.raw_env:
+            key, _, value = pair.partition("=")
+            os.environ[key] = value
         self.log.info("Starting prefork %s", _version())
-        self.listeners = create_listeners(self.cfg.addresses, self.cfg.backlog)
-        self._configure_listeners()
-        for listener in self.listeners:
-            self.log.info("Listening at: %s (%s)", listener.url(), self.pid)
-        self.log.info("Using worker: sync")
+        self.hook("on_starting", self)
         self._install_signals()
+        self._bind()
+        if self.cfg.daemon:
+            self._daemonize()
+        if self.cfg.pidfile:
+            self.pidfile = Pidfile(self.cfg.pidfile)
+            try:
+                self.pidfile.create(self.pid)
+            except PidfileError as exc:
+                self.pidfile = None
+                raise StartupError(str(exc)) from None
+        if self.cfg.preload_app:
+            self._preload()
+        self.log.info("Using worker: sync")
+        self.hook("nworkers_changed", self, self.num_workers, None)
         self.maintain()
 
-    def _configure_listeners(self) -> None:
-        import socket
-        import struct
+    def _bind(self) -> None:
+        from .sockets import BindError
 
-        beat = min(1.0, self.cfg.timeout / 4) if self.cfg.timeout else 1.0
+        fds = [int(fd) for fd in os.environ.pop(FDS_ENV, "").split(",") if fd.isdigit()]
+        try:
+            self.listeners = inherit_listeners(fds, self.cfg.addresses, self.cfg.backlog)
+        except BindError as exc:
+            raise StartupError(str(exc)) from None
+        beat = beat_interval(self.cfg.timeout)
         seconds = int(beat)
-        rcv = struct.pack("@ll", seconds, int((beat - seconds) * 1_000_000))
+        timeval = struct.pack("@ll", seconds, int((beat - seconds) * 1_000_000))
         poll = needs_poll(self.listeners)
         for listener in self.listeners:
-            listener.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, rcv)
+            listener.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval)
             listener.sock.setblocking(not poll)
+            kind = "inherited" if listener.fileno() in fds else "listening"
+            self.log.info("Listening at: %s (%s, %s)", listener.url(), self.pid, kind)
+
+    def _daemonize(self) -> None:
+        if os.fork():
+            os._exit(0)
+        os.setsid()
+        if os.fork():
+            os._exit(0)
+        self.pid = os.getpid()
+        null = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(null, fd)
+        os.close(null)
+
+    def _preload(self) -> None:
+        try:
+            prepare_path(self.cfg.chdir, self.cfg.pythonpath)
+            self.app = load_app(self.cfg.app_uri)
+        except AppNotFound as exc:
+            raise StartupError(f"cannot load the application: {exc}") from None
+        except Exception as exc:
+            self.log.traceback(f"cannot load the application {self.cfg.app_uri!r}", exc)
+            raise StartupError("Shutting down: the application could not be loaded") from None
+        # Move everything imported so far out of the collector's reach, so that
+        # collections in the workers do not write to (and un-share) its pages.
+        gc.freeze()
 
     def _install_signals(self) -> None:
         self._wake_r, self._wake_w = os.pipe()
@@ -111,7 +210,7 @@ class Arbiter:
             os.set_blocking(fd, False)
             fcntl.fcntl(fd, fcntl.F_SETFD, fcntl.FD_CLOEXEC)
         signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
-        for name in HANDLED_SIGNALS:
+        for name in SIGNALS:
             signal.signal(getattr(signal, f"SIG{name}"), self._on_signal)
 
     def _on_signal(self, signum: int, frame: object) -> None:
@@ -119,13 +218,11 @@ class Arbiter:
 
     def wait(self) -> None:
         """Sleep until a signal arrives or the next check is due."""
-        if self.sig_queue:
-            return
-        timeout = self._next_check()
-        try:
-            select.select([self._wake_r], [], [], timeout)
-        except InterruptedError:
-            pass
+        if not self.sig_queue:
+            try:
+                select.select([self._wake_r], [], [], self._next_check())
+            except InterruptedError:
+                pass
         try:
             while os.read(self._wake_r, 4096):
                 pass
@@ -133,12 +230,14 @@ class Arbiter:
             pass
 
     def _next_check(self) -> float:
-        if any(r.slot.state() == BOOTING for r in self.workers.values()):
-            return BOOT_POLL
-        if self.stopping:
-            return 0.1
-        timeout = self.cfg.timeout
-        return min(1.0, timeout / 4) if timeout else 1.0
+        now = time.monotonic()
+        delay = beat_interval(self.cfg.timeout)
+        for deadline in (self.spawn_after, self.stop_at, self.stop_deadline):
+            if deadline > now:
+                delay = min(delay, deadline - now)
+        if self.stopping or any(r.aborted_at for r in self.workers.values()):
+            delay = min(delay, 0.1)
+        return max(delay, 0.001)
 
     # --- signals
 
@@ -151,16 +250,143 @@ class Arbiter:
             getattr(self, f"handle_{name}")()
 
     def handle_chld(self) -> None:
-        pass  # reaping happens in every turn of the loop
+        pass  # reaping and readiness checks happen in every turn of the loop
 
     def handle_term(self) -> None:
-        self.stop(graceful=True)
+        if self.stopping:
+            return
+        delay = self.cfg.shutdown_delay
+        if delay:
+            self.log.info("Shutdown delay: serving for %.1f s more before stopping", delay)
+            self.stopping = True
+            self.stop_at = time.monotonic() + delay
+            self.notifier.notify("STOPPING=1")
+        else:
+            self.stop(graceful=True)
 
     def handle_int(self) -> None:
         self.stop(graceful=False)
 
     def handle_quit(self) -> None:
         self.stop(graceful=False)
+
+    def handle_hup(self) -> None:
+        if self.stopping:
+            return
+        self.reload()
+
+    def handle_ttin(self) -> None:
+        self.set_num_workers(self.num_workers + 1)
+
+    def handle_ttou(self) -> None:
+        self.set_num_workers(max(1, self.num_workers - 1))
+
+    def handle_usr1(self) -> None:
+        self.log.reopen_files()
+        for pid in self.workers:
+            self._kill(pid, signal.SIGUSR1)
+
+    def handle_usr2(self) -> None:
+        self.upgrade()
+
+    def handle_winch(self) -> None:
+        if self.stopping:
+            return
+        self.log.info("Stopping all workers; the master keeps running (HUP starts them again)")
+        self.set_num_workers(0)
+
+    def set_num_workers(self, count: int) -> None:
+        if count == self.num_workers:
+            return
+        old, self.num_workers = self.num_workers, count
+        self.log.info("Number of workers: %d (was %d)", count, old)
+        self.hook("nworkers_changed", self, count, old)
+        self._status()
+
+    # --- reload (HUP)
+
+    def reload(self) -> None:
+        """Re-read the config, then roll a new generation of workers in."""
+        if self.reload_config is not None:
+            try:
+                self._apply_config(self.reload_config())
+            except ConfigError as exc:
+                self.log.error("Reload: the config has an error, keeping the current one: %s", exc)
+        self.hook("on_reload", self)
+        self.reloading = True
+        self.generation += 1
+        self.notifier.notify("RELOADING=1", f"MONOTONIC_USEC={time.monotonic_ns() // 1000}",
+                             "STATUS=reloading")
+        if self.cfg.preload_app:
+            self.log.info("Reloading: new workers (--preload: application code is not reloaded)")
+        else:
+            self.log.info("Reloading: starting generation %d of workers", self.generation)
+        if self.num_workers == 0:
+            self.set_num_workers(self.cfg.workers)
+
+    def _apply_config(self, cfg: Config) -> None:
+        if cfg.bind != self.cfg.bind:
+            self.log.warning("Reload: a changed --bind takes effect only on restart or USR2")
+        self.cfg = cfg
+        for warning in cfg.warnings:
+            self.log.warning("%s", warning)
+        self.set_num_workers(cfg.workers)
+
+    def _end_reload(self, failed: str = "") -> None:
+        self.reloading = False
+        if failed:
+            self.log.error("Reload failed, keeping the workers of the previous generation: %s", failed)
+            for record in self.workers.values():
+                if record.generation == self.generation and not record.ready:
+                    self._kill(record.pid, signal.SIGKILL)
+                    record.killed = True
+            self.generation -= 1
+            for record in self.workers.values():
+                record.generation = min(record.generation, self.generation)
+        else:
+            self.log.info("Reload complete: %d worker(s) of generation %d", self.num_workers,
+                          self.generation)
+        self.notifier.notify("READY=1", self._status_line())
+
+    # --- binary upgrade (USR2)
+
+    def upgrade(self) -> None:
+        """Start a new master from the same command, handing it the sockets."""
+        if self.reexec_pid:
+            self.log.warning("USR2 ignored: an upgrade (new master %s) is in progress", self.reexec_pid)
+            return
+        if self.upgrade_from and _alive(self.upgrade_from):
+            self.log.warning("USR2 ignored: the master this one replaced (%s) is still running",
+                             self.upgrade_from)
+            return
+        if self.pidfile is not None:
+            self.pidfile.rename(self.pidfile.path + ".oldbin")
+        pid = os.fork()
+        if pid:
+            self.reexec_pid = pid
+            self.log.info("Upgrade: started a new master (pid %s)", pid)
+            return
+        try:
+            self._exec_new_master()
+        finally:
+            os._exit(1)
+
+    def _exec_new_master(self) -> None:
+        env = dict(os.environ)
+        env[FDS_ENV] = ",".join(str(listener.fileno()) for listener in self.listeners)
+        env[UPGRADE_FROM_ENV] = str(self.pid)
+        self.hook("pre_exec", self)
+        signal.set_wakeup_fd(-1)
+        os.chdir(self.start_cwd)
+        argv = [sys.executable, *sys.orig_argv[1:]]
+        os.execve(sys.executable, argv, env)
+
+    def _upgrade_failed(self, status: int) -> None:
+        self.log.error("Upgrade failed: the new master %s exited (%s); this master keeps serving",
+                       self.reexec_pid, describe_exit(status))
+        self.reexec_pid = 0
+        if self.pidfile is not None and self.pidfile.path.endswith(".oldbin"):
+            self.pidfile.rename(self.pidfile.path[: -len(".oldbin")])
 
     # --- children
 
@@ -173,95 +399,145 @@ class Arbiter:
                 return
             if pid == 0:
                 return
+            if pid == self.reexec_pid:
+                self._upgrade_failed(status)
+                continue
             record = self.workers.pop(pid, None)
             if record is None:
                 continue  # not ours (e.g. an orphan adopted by PID 1): reaped quietly
             self._worker_exited(record, status)
             record.slot.close()
+            self.hook("child_exit", self, record.worker)
 
     def _worker_exited(self, record: WorkerRecord, status: int) -> None:
         how = describe_exit(status)
         code = os.waitstatus_to_exitcode(status)
         if code in (EXIT_APP_LOAD_ERROR, EXIT_BOOT_ERROR):
             self._boot_failed(record, code)
-            return
-        if self.stopping or record.killed or code == 0:
+        elif self.stopping or record.retiring or record.killed or code == 0:
             self.log.info("Worker %s exited (%s)", record.pid, how)
         else:
             self.log.error("Worker %s died unexpectedly (%s)", record.pid, how)
+            self._note_crash(record)
 
     def _boot_failed(self, record: WorkerRecord, code: int) -> None:
         message = record.slot.error() or f"worker {record.pid} failed to boot (exit {code})"
-        if self.healthy or self.stopping:
-            if not self.stopping:
-                self.log.error("Worker %s failed to boot: %s", record.pid, message)
+        if self.stopping or record.killed:
             return
-        # Never loop forking workers that cannot start: stop everything now.
-        self.log.error("%s", message)
-        self.log.error("Shutting down: the application could not be loaded")
-        self.exit_code = 1
-        self.stop(graceful=False, kill=True)
+        if not self.healthy:
+            # Never loop forking workers that cannot start: stop everything now.
+            self.log.error("%s", message)
+            self.log.error("Shutting down: the application could not be loaded")
+            self.exit_code = 1
+            self.stop(graceful=False, kill=True)
+        elif self.reloading and record.generation == self.generation:
+            self._end_reload(failed=message)
+        else:
+            self.log.error("Worker %s failed to boot: %s", record.pid, message)
+            self._note_crash(record)
+
+    def _note_crash(self, record: WorkerRecord) -> None:
+        """Back off from respawning when workers keep dying soon after they start."""
+        now = time.monotonic()
+        if now - record.started > CRASH_WINDOW:
+            self.crash_streak = 0
+            return
+        self.crash_streak += 1
+        if self.crash_streak > 1:
+            delay = min(BACKOFF_FIRST * 2 ** (self.crash_streak - 2), BACKOFF_CAP)
+            self.spawn_after = now + delay
+            self.log.warning("Workers keep dying right after they start (%d in a row); "
+                             "waiting %.2f s before starting another", self.crash_streak, delay)
 
     def murder(self) -> None:
         """Abort workers whose heartbeat is stale; kill those that ignore it."""
-        if self.stopping:
-            self.murder_on_stop()
-        timeout = self.cfg.timeout
         now = time.monotonic()
-        for record in list(self.workers.values()):
+        if self.stopping and not self.stop_at and now > self.stop_deadline:
+            for record in self.workers.values():
+                if not record.killed:
+                    self.log.warning("Worker %s did not stop in time; killing it", record.pid)
+                    self._kill(record.pid, signal.SIGKILL)
+                    record.killed = True
+        for record in self.workers.values():
+            if record.killed:
+                continue
             if record.aborted_at:
-                if not record.killed and now - record.aborted_at > ABORT_GRACE:
+                if now - record.aborted_at > ABORT_GRACE:
                     self._kill(record.pid, signal.SIGKILL)
                     record.killed = True
                 continue
-            booting = record.slot.state() == BOOTING
-            limit = self.cfg.boot_timeout if booting else timeout
-            if not limit:
-                continue
-            idle_for = now - record.slot.last_beat()
-            if idle_for <= limit:
-                continue
-            self._report_timeout(record, idle_for, booting, now)
-            record.aborted_at = now
-            self._kill(record.pid, signal.SIGABRT)
+            booting = not record.ready and record.slot.state() == BOOTING
+            limit = self.cfg.boot_timeout if booting else self.cfg.timeout
+            stale = now - record.slot.last_beat()
+            if limit and stale > limit:
+                self._report_timeout(record, stale, booting, now)
+                record.aborted_at = now
+                self._kill(record.pid, signal.SIGABRT)
 
     def _report_timeout(self, record: WorkerRecord, stale: float, booting: bool, now: float) -> None:
         current = record.slot.current_request()
         if booting:
-            doing = "while loading the application (--boot-timeout)"
+            doing = "while loading the application (see --boot-timeout)"
         elif current is not None:
             line, started = current
             doing = f"serving {line!r}, running for {now - started:.1f} s"
         else:
             doing = "not in a request"
-        self.log.critical(
-            "WORKER TIMEOUT (pid:%s) no heartbeat for %.1f s, %s; sending SIGABRT",
-            record.pid, stale, doing,
-        )
+        self.log.critical("WORKER TIMEOUT (pid:%s) no heartbeat for %.1f s, %s; sending SIGABRT",
+                          record.pid, stale, doing)
 
     def maintain(self) -> None:
-        """Keep exactly ``num_workers`` workers running."""
-        if self.stopping:
+        """Bring the workers to ``num_workers`` ready ones of the current generation.
+
+        Capacity never drops on purpose: a worker of an old generation, or one
+        that asked to be replaced, is retired only once a replacement is ready.
+        """
+        now = time.monotonic()
+        if self.stop_at and now >= self.stop_at:
+            self.stop_at = 0.0
+            self.stop(graceful=True)
+        if self.stopping and not self.stop_at:
             return
-        while len(self.workers) < self.num_workers:
-            self.spawn_worker()
-        excess = len(self.workers) - self.num_workers
-        if excess > 0:
-            for record in sorted(self.workers.values(), key=lambda r: r.age)[:excess]:
-                self._kill(record.pid, signal.SIGTERM)
+        live = [r for r in self.workers.values() if not r.retiring and not r.killed and not r.aborted_at]
+        wanted = [r for r in live if r.generation == self.generation and not r.slot.retire_requested()]
+        stale = sorted((r for r in live if r not in wanted), key=lambda r: r.age)
+        missing = self.num_workers - len(wanted)
+        if missing > 0 and now >= self.spawn_after:
+            for _ in range(missing):
+                self.spawn_worker()
+        ready = [r for r in wanted if r.ready]
+        # Retire stale workers as ready replacements take their place.
+        for record in stale[: max(0, len(ready) + len(stale) - self.num_workers)]:
+            self.retire(record)
+        if len(wanted) > self.num_workers:
+            extra = sorted(wanted, key=lambda r: (r.ready, r.age))[: len(wanted) - self.num_workers]
+            for record in extra:
+                self.retire(record)
+
+    def retire(self, record: WorkerRecord) -> None:
+        record.retiring = True
+        self._kill(record.pid, RETIRE)
 
     def spawn_worker(self) -> None:
         self.worker_age += 1
         slot = HeartbeatSlot(self.cfg.worker_tmp_dir)
-        worker = SyncWorker(self.cfg, self.listeners, slot, self.log, self.worker_age, self.pid)
+        worker = SyncWorker(self.cfg, self.listeners, slot, self.log, self.worker_age, self.pid,
+                            app=self.app)
+        self.hook("pre_fork", self, worker)
         pid = os.fork()
         if pid == 0:
-            self._become_child(slot)
-            worker.init_process()  # never returns
-            os._exit(0)
-        self.workers[pid] = WorkerRecord(pid, self.worker_age, slot, time.monotonic())
+            code = EXIT_BOOT_ERROR
+            try:
+                self._become_child()
+                self.hook("post_fork", self, worker)
+                code = worker.init_process()
+                self.hook("worker_exit", self, worker)
+            finally:
+                worker.exit(code)
+        worker.pid = pid
+        self.workers[pid] = WorkerRecord(pid, worker, self.generation, slot, time.monotonic())
 
-    def _become_child(self, own_slot: HeartbeatSlot) -> None:
+    def _become_child(self) -> None:
         """Drop what belongs to the master in a freshly forked worker."""
         os.close(self._wake_r)
         os.close(self._wake_w)
@@ -269,53 +545,74 @@ class Arbiter:
             record.slot.close()
         self.workers.clear()
         self.notifier.close()
-        del own_slot
 
-    def check_ready(self) -> None:
-        if self.healthy or self.stopping or len(self.workers) < self.num_workers:
+    def check_progress(self) -> None:
+        """Notice workers that became ready, and the end of a start or reload."""
+        for record in self.workers.values():
+            if not record.ready and record.slot.state() != BOOTING:
+                record.ready = True
+        if self.stopping:
             return
-        if any(r.slot.state() == BOOTING for r in self.workers.values()):
+        current = [r for r in self.workers.values()
+                   if r.generation == self.generation and not r.retiring]
+        done = len(current) >= self.num_workers and all(r.ready for r in current)
+        if not self.healthy and done and self.workers:
+            self.healthy = True
+            self.log.info("Ready: %d worker(s) serving", len(current))
+            self.notifier.notify("READY=1", self._status_line(), f"MAINPID={self.pid}")
+            self.hook("when_ready", self)
+            self._finish_upgrade()
+        elif self.reloading and done and all(r.generation == self.generation for r in self.workers.values()):
+            self._end_reload()
+
+    def _finish_upgrade(self) -> None:
+        if not self.upgrade_from:
             return
-        self.healthy = True
-        self.log.info("Ready: %d worker(s) serving", len(self.workers))
-        self.notifier.notify("READY=1", f"STATUS=serving with {len(self.workers)} workers",
-                             f"MAINPID={self.pid}")
+        self.log.info("Upgrade: this master (%s) replaces %s", self.pid, self.upgrade_from)
+        if self.cfg.upgrade_auto and _alive(self.upgrade_from):
+            self.log.info("Upgrade: stopping the old master %s (--upgrade-auto)", self.upgrade_from)
+            self._kill(self.upgrade_from, signal.SIGTERM)
+
+    def _status_line(self) -> str:
+        served = sum(r.slot.requests() for r in self.workers.values())
+        return f"STATUS={len(self.workers)} workers, {served} requests served by the current workers"
+
+    def _status(self) -> None:
+        self.notifier.notify(self._status_line())
 
     # --- stopping
 
     def stop(self, graceful: bool, kill: bool = False) -> None:
-        if self.stopping and graceful:
+        if self.stopping and not self.stop_at and graceful:
             return
-        first = not self.stopping
+        first = not self.stopping or bool(self.stop_at)
         self.stopping = True
+        self.stop_at = 0.0
+        successor = bool(self.reexec_pid) and _alive(self.reexec_pid)
         if first:
             self.notifier.notify("STOPPING=1")
-            self._stop_listening()
+            if not successor:
+                self._stop_listening()
         if kill:
             sig = signal.SIGKILL
+        elif not graceful:
+            sig = signal.SIGQUIT
         else:
-            sig = signal.SIGTERM if graceful else signal.SIGQUIT
+            sig = RETIRE if successor else signal.SIGTERM
         limit = self.cfg.graceful_timeout if graceful else min(self.cfg.graceful_timeout, QUICK_STOP_TIMEOUT)
         self.stop_deadline = time.monotonic() + limit
-        for pid in list(self.workers):
-            self._kill(pid, sig)
+        for record in self.workers.values():
+            record.retiring = True
+            self._kill(record.pid, sig)
 
     def _stop_listening(self) -> None:
-        """Stop taking new connections; workers still drain what is queued."""
+        """Stop taking new connections; the workers still drain what is queued."""
         for listener in self.listeners:
             try:
-                listener.sock.setblocking(False)  # shared: workers' accepts stop blocking
+                listener.sock.setblocking(False)  # shared: the workers' accepts stop blocking
             except OSError:
                 pass
         close_listeners(self.listeners, unlink=True)
-
-    def murder_on_stop(self) -> None:
-        if self.stopping and self.workers and time.monotonic() > self.stop_deadline:
-            for record in self.workers.values():
-                if not record.killed:
-                    self.log.warning("Worker %s did not stop in time; killing it", record.pid)
-                    self._kill(record.pid, signal.SIGKILL)
-                    record.killed = True
 
     def _kill(self, pid: int, sig: int) -> None:
         try:
@@ -326,7 +623,8 @@ class Arbiter:
             if exc.errno != errno.ESRCH:
                 raise
 
-    def cleanup(self) -> None:
+    def halt(self) -> None:
+        """Last steps of the master: no worker, socket file or pid file left behind."""
         for pid in list(self.workers):
             self._kill(pid, signal.SIGKILL)
         deadline = time.monotonic() + 5
@@ -338,10 +636,19 @@ class Arbiter:
             record = self.workers.pop(pid, None)
             if record is not None:
                 record.slot.close()
-        close_listeners(self.listeners, unlink=True)
+        successor = bool(self.reexec_pid) and _alive(self.reexec_pid)
+        close_listeners(self.listeners, unlink=not successor)
         if self.exit_code == 0:
             self.log.info("Shutting down: master")
+        self.hook("on_exit", self)
+        if self.pidfile is not None:
+            self.pidfile.unlink(self.pid)
         self.notifier.close()
+
+    # --- hooks
+
+    def hook(self, name: str, *args: Any) -> None:
+        run_hook(self.cfg, self.log, name, *args)
 
 
 def describe_exit(status: int) -> str:
@@ -355,10 +662,17 @@ def describe_exit(status: int) -> str:
     return f"exit code {os.WEXITSTATUS(status)}"
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def _version() -> str:
     from . import __version__
 
     return __version__
-
-
-__all__ = ["Arbiter", "Worker", "describe_exit", "sys"]

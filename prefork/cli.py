@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import shlex
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import click
@@ -117,13 +117,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         fail(str(exc), 2)
     except click.ClickException as exc:
         fail(exc.format_message(), 2)
-    sys.exit(serve(cfg))
+    sys.exit(serve(cfg, lambda: load_config(args, os.environ)))
 
 
-def serve(cfg: Config) -> int:
+def serve(cfg: Config, reload_config: Callable[[], Config] | None = None) -> int:
     from .arbiter import Arbiter
     from .logs import Logger
-    from .sockets import BindError
 
     try:
         log = Logger(cfg.errorlog, cfg.loglevel, cfg.accesslog)
@@ -131,10 +130,4 @@ def serve(cfg: Config) -> int:
         fail(f"cannot open log file: {exc.filename}: {exc.strerror}", 1)
     for warning in cfg.warnings:
         log.warning("%s", warning)
-    try:
-        return Arbiter(cfg, log).run()
-    except BindError as exc:
-        if cfg.errorlog != "-":
-            log.error("%s", exc)
-        fail(str(exc), 1)
-    return 1
+    return Arbiter(cfg, log, reload_config=reload_config).run()

@@ -22,11 +22,17 @@ _COUNT = struct.Struct("=Q")  # offset 16: requests served
 _STARTED = struct.Struct("=d")  # offset 24: start of the request in progress
 _BUSY = struct.Struct("=dBxxxxxxxQd")  # offsets 0..31 written together
 _LINE_LEN = struct.Struct("=H")  # offset 32
+_RETIRE = struct.Struct("=Q")  # offset 1016: request count at which the worker asked to go
 LINE_OFFSET = 34
-LINE_MAX = 1024 - LINE_OFFSET
+LINE_MAX = 1016 - LINE_OFFSET
 ERROR_LEN_OFFSET = 1024
 ERROR_OFFSET = 1028
 SIZE = 16384
+
+
+def beat_interval(timeout: float) -> float:
+    """How often an idle worker beats: often enough for any ``--timeout``."""
+    return min(1.0, timeout / 4) if timeout else 1.0
 
 
 def default_tmp_dir() -> str:
@@ -69,6 +75,10 @@ class HeartbeatSlot:
     def end_request(self, requests: int) -> None:
         _BUSY.pack_into(self._map, 0, time.monotonic(), IDLE, requests, 0.0)
 
+    def ask_to_retire(self, requests: int) -> None:
+        """The worker reached its request quota: replace it (it keeps serving until then)."""
+        _RETIRE.pack_into(self._map, 1016, requests)
+
     def write_error(self, text: str) -> None:
         """Leave an error message for the master (e.g. why the app failed to load)."""
         data = text.encode("utf-8", "replace")[: SIZE - ERROR_OFFSET]
@@ -94,6 +104,10 @@ class HeartbeatSlot:
         length = min(int(_LINE_LEN.unpack_from(self._map, 32)[0]), LINE_MAX)
         line = bytes(self._map[LINE_OFFSET:LINE_OFFSET + length]).decode("latin-1")
         return line, started
+
+    def retire_requested(self) -> int:
+        """Non-zero (the request count) once the worker has asked to be replaced."""
+        return int(_RETIRE.unpack_from(self._map, 1016)[0])
 
     def error(self) -> str:
         length = struct.unpack_from("=I", self._map, ERROR_LEN_OFFSET)[0]

@@ -120,6 +120,88 @@ def optional_dir(value: Any) -> str | None:
     return existing_dir(value)
 
 
+def user_id(value: Any) -> int | None:
+    """A user name or numeric uid."""
+    if value is None:
+        return None
+    if isinstance(value, int) and not isinstance(value, bool):
+        return _integer(value, 0)
+    text = string(value).strip()
+    if text.isdigit():
+        return int(text)
+    import pwd
+
+    try:
+        return pwd.getpwnam(text).pw_uid
+    except KeyError:
+        raise ValueError(f"no such user: {text!r}") from None
+
+
+def group_id(value: Any) -> int | None:
+    """A group name or numeric gid."""
+    if value is None:
+        return None
+    if isinstance(value, int) and not isinstance(value, bool):
+        return _integer(value, 0)
+    text = string(value).strip()
+    if text.isdigit():
+        return int(text)
+    import grp
+
+    try:
+        return grp.getgrnam(text).gr_gid
+    except KeyError:
+        raise ValueError(f"no such group: {text!r}") from None
+
+
+def umask(value: Any) -> int | None:
+    """An octal mask: ``022``, ``0o022`` or an int."""
+    if value is None:
+        return None
+    if isinstance(value, int) and not isinstance(value, bool):
+        number = value
+    else:
+        text = string(value).strip().lower().removeprefix("0o")
+        if not re.fullmatch(r"[0-7]{1,4}", text):
+            raise ValueError(f"expected an octal mask such as 022, got {value!r}")
+        number = int(text, 8)
+    if not 0 <= number <= 0o777:
+        raise ValueError(f"umask must be between 000 and 777, got {value!r}")
+    return number
+
+
+def env_pairs(value: Any) -> list[str]:
+    """``KEY=VALUE`` strings."""
+    pairs = string_list(value)
+    for pair in pairs:
+        key, sep, _ = pair.partition("=")
+        if not sep or not key or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
+            raise ValueError(f"expected KEY=VALUE, got {pair!r}")
+    return pairs
+
+
+def hook(arity: int) -> Callable[[Any], Any]:
+    """A server hook: a callable taking ``arity`` positional arguments, or None."""
+
+    def validate(value: Any) -> Any:
+        if value is None:
+            return None
+        if not callable(value):
+            raise ValueError(f"a hook must be callable, got {value!r}")
+        import inspect
+
+        try:
+            inspect.signature(value).bind(*range(arity))
+        except TypeError:
+            raise ValueError(f"{getattr(value, '__name__', value)!r} must accept {arity} "
+                             f"positional argument{'s' if arity != 1 else ''}") from None
+        except ValueError:
+            pass  # builtins without a signature: trust them
+        return value
+
+    return validate
+
+
 # --- bind addresses
 
 
@@ -293,7 +375,7 @@ SETTINGS: list[Setting] = [
        """Comma-separated directories to put in front of ``sys.path`` before loading
        the application.""",
        example="--pythonpath /srv/app,/srv/lib", metavar="DIRS"),
-    _s("proc_name", "Server mechanics", ("-n", "--name"), optional_string, None,
+    _s("proc_name", "Server mechanics", ("-n", "--name", "--proc-name"), optional_string, None,
        """The name shown in process titles (``prefork: master [NAME]``). Defaults to
        the application module.""",
        example="-n shop-api", metavar="NAME", default_doc="the APP_MODULE"),
@@ -314,6 +396,101 @@ SETTINGS: list[Setting] = [
     # ----- end of HTTP protocol settings -----
 
     # ----- Process supervision: signals, recycling, hooks, process settings -----
+    _s("max_requests", "Worker processes", ("--max-requests",), nonneg_int, 0,
+       """A worker that has served this many requests is replaced, to contain memory
+       leaks in the application. The replacement is started and ready *before* the old
+       worker stops, so recycling never lowers capacity. 0 disables recycling.""",
+       example="--max-requests 10000", metavar="INT"),
+    _s("max_requests_jitter", "Worker processes", ("--max-requests-jitter",), nonneg_int, 0,
+       """A random number between 0 and this is added to ``--max-requests`` for each
+       worker, so that workers started together are not all replaced together.""",
+       example="--max-requests-jitter 1000", metavar="INT"),
+    _s("preload_app", "Server mechanics", ("--preload",), boolean, False,
+       """Import the application in the master before forking the workers. The workers
+       share its memory copy-on-write (the master calls ``gc.freeze()`` first so the
+       garbage collector does not un-share it) and start faster. A ``HUP`` then cannot
+       load new application code: use ``USR2`` to upgrade.""",
+       example="--preload", is_flag=True),
+    _s("shutdown_delay", "Worker processes", ("--shutdown-delay",), nonneg_float, 0.0,
+       """On ``TERM``, keep serving normally for this many seconds before the graceful
+       stop begins: the time a load balancer or a Kubernetes endpoint controller needs
+       to stop sending new traffic.""",
+       example="--shutdown-delay 5", metavar="SECONDS"),
+    _s("upgrade_auto", "Server mechanics", ("--upgrade-auto",), boolean, False,
+       """After a ``USR2`` binary upgrade, the new master stops the old one (graceful
+       ``TERM``) as soon as its own workers are ready: a zero-downtime upgrade with a
+       single signal. Without it, the old master keeps running until you stop it.""",
+       example="--upgrade-auto", is_flag=True),
+    _s("pidfile", "Server mechanics", ("-p", "--pid"), optional_string, None,
+       """Write the master's pid to this file (atomically), and remove it on exit. A
+       file left by a dead server is replaced; one naming a running prefork master is
+       an error.""",
+       example="--pid /run/prefork.pid", metavar="FILE"),
+    _s("user", "Server mechanics", ("-u", "--user"), user_id, None,
+       """Run the workers as this user (name or uid). The master keeps its identity so
+       it can bind privileged ports and signal the workers.""",
+       example="--user www-data", metavar="USER", default_doc="the current user"),
+    _s("group", "Server mechanics", ("-g", "--group"), group_id, None,
+       """Run the workers with this group (name or gid).""",
+       example="--group www-data", metavar="GROUP", default_doc="the current group"),
+    _s("umask", "Server mechanics", ("-m", "--umask"), umask, None,
+       """The file mode creation mask of the server (octal), which also decides the
+       permissions of unix sockets it creates.""",
+       example="--umask 007", metavar="MASK", default_doc="inherited"),
+    _s("daemon", "Server mechanics", ("-D", "--daemon"), boolean, False,
+       """Detach from the terminal and run in the background (double fork, new
+       session, standard streams on ``/dev/null``). Use ``--pid`` to find the master and
+       ``--error-logfile`` to keep its log. Not needed under systemd or in containers.""",
+       example="--daemon --pid /run/prefork.pid", is_flag=True),
+    _s("raw_env", "Server mechanics", ("-e", "--env"), env_pairs, lambda env: [],
+       """Set an environment variable for the application: ``KEY=VALUE``. Repeatable.""",
+       example="-e DJANGO_SETTINGS_MODULE=site.settings", metavar="KEY=VALUE", multiple=True,
+       default_doc="none"),
+    _s("on_starting", "Server hooks", (), hook(1), None,
+       """``on_starting(server)``: In the master, once, before the listening sockets are created.""",
+       example="def on_starting(server): ...", default_doc="none"),
+    _s("on_reload", "Server hooks", (), hook(1), None,
+       """``on_reload(server)``: In the master, when a ``HUP`` begins a reload (after the config file is re-read).""",
+       example="def on_reload(server): ...", default_doc="none"),
+    _s("when_ready", "Server hooks", (), hook(1), None,
+       """``when_ready(server)``: In the master, when the first generation of workers has booted and the server is ready (when systemd is told ``READY=1``).""",
+       example="def when_ready(server): ...", default_doc="none"),
+    _s("pre_fork", "Server hooks", (), hook(2), None,
+       """``pre_fork(server, worker)``: In the master, just before a worker is forked.""",
+       example="def pre_fork(server, worker): ...", default_doc="none"),
+    _s("post_fork", "Server hooks", (), hook(2), None,
+       """``post_fork(server, worker)``: In the new worker, just after the fork, before the application is loaded.""",
+       example="def post_fork(server, worker): ...", default_doc="none"),
+    _s("post_worker_init", "Server hooks", (), hook(1), None,
+       """``post_worker_init(worker)``: In the worker, after the application is loaded and before the worker reports ready.""",
+       example="def post_worker_init(worker): ...", default_doc="none"),
+    _s("worker_int", "Server hooks", (), hook(1), None,
+       """``worker_int(worker)``: In the worker, when it receives ``INT`` or ``QUIT`` (quick stop).""",
+       example="def worker_int(worker): ...", default_doc="none"),
+    _s("worker_abort", "Server hooks", (), hook(1), None,
+       """``worker_abort(worker)``: In the worker, when it receives ``ABRT`` because its heartbeat timed out.""",
+       example="def worker_abort(worker): ...", default_doc="none"),
+    _s("pre_exec", "Server hooks", (), hook(1), None,
+       """``pre_exec(server)``: In the new master process of a ``USR2`` upgrade, just before it executes the new binary.""",
+       example="def pre_exec(server): ...", default_doc="none"),
+    _s("pre_request", "Server hooks", (), hook(2), None,
+       """``pre_request(worker, req)``: In the worker, before the application is called for a request.""",
+       example="def pre_request(worker, req): ...", default_doc="none"),
+    _s("post_request", "Server hooks", (), hook(4), None,
+       """``post_request(worker, req, environ, resp)``: In the worker, after a request has been answered.""",
+       example="def post_request(worker, req, environ, resp): ...", default_doc="none"),
+    _s("child_exit", "Server hooks", (), hook(2), None,
+       """``child_exit(server, worker)``: In the master, after a worker has exited and been reaped.""",
+       example="def child_exit(server, worker): ...", default_doc="none"),
+    _s("worker_exit", "Server hooks", (), hook(2), None,
+       """``worker_exit(server, worker)``: In the worker, just before it exits.""",
+       example="def worker_exit(server, worker): ...", default_doc="none"),
+    _s("nworkers_changed", "Server hooks", (), hook(3), None,
+       """``nworkers_changed(server, new_value, old_value)``: In the master, when the number of workers changes (``TTIN``, ``TTOU``, or a config reload); ``old_value`` is None the first time.""",
+       example="def nworkers_changed(server, new_value, old_value): ...", default_doc="none"),
+    _s("on_exit", "Server hooks", (), hook(1), None,
+       """``on_exit(server)``: In the master, just before it exits.""",
+       example="def on_exit(server): ...", default_doc="none"),
 
     # ----- end of process supervision settings -----
 

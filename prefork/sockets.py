@@ -152,3 +152,49 @@ def needs_poll(listeners: list[Listener]) -> bool:
     accept() may ignore SO_RCVTIMEO: the listeners are non-blocking and polled.
     """
     return len(listeners) > 1 or not sys.platform.startswith("linux")
+
+
+def _same_address(sock: socket.socket, address: Address) -> bool:
+    name = sock.getsockname()
+    if address.kind == "unix":
+        return sock.family == socket.AF_UNIX and name == address.path
+    if address.kind == "fd":
+        return sock.fileno() == address.fd
+    if sock.family not in (socket.AF_INET, socket.AF_INET6):
+        return False
+    try:
+        infos = socket.getaddrinfo(address.host, address.port, sock.family, socket.SOCK_STREAM,
+                                   flags=socket.AI_PASSIVE)
+    except socket.gaierror:
+        return False
+    return any(info[4][:2] == name[:2] for info in infos)
+
+
+def inherit_listeners(fds: list[int], addresses: list[Address], backlog: int) -> list[Listener]:
+    """Listeners for ``addresses``, reusing the inherited sockets ``fds`` where
+    they match (a binary upgrade hands its sockets to the new master) and
+    binding the rest. Inherited sockets that match no address are closed."""
+    inherited = []
+    for fd in fds:
+        try:
+            inherited.append(socket.socket(fileno=fd))
+        except OSError:
+            continue
+    listeners: list[Listener] = []
+    try:
+        for address in addresses:
+            match = next((s for s in inherited if _same_address(s, address)), None)
+            if match is None:
+                listeners.append(create_listener(address, backlog))
+                continue
+            inherited.remove(match)
+            match.set_inheritable(True)
+            owned = address.path if address.kind == "unix" else ""
+            listeners.append(Listener(match, address, owned_path=owned))
+    except BindError:
+        close_listeners(listeners, unlink=False)
+        raise
+    finally:
+        for sock in inherited:
+            sock.close()
+    return listeners

@@ -17,7 +17,7 @@ from typing import Any
 
 from .. import SERVER_SOFTWARE
 from ..app import AppNotFound, load_app, prepare_path
-from ..heartbeat import IDLE, STOPPING, HeartbeatSlot
+from ..heartbeat import IDLE, STOPPING, HeartbeatSlot, beat_interval
 from ..http.request import Limits
 from ..logs import Logger
 from ..settings import Config
@@ -59,22 +59,29 @@ class Worker:
         self.waiting = False  # blocked waiting for a connection
         self.requests = 0
         self.booted = 0.0
-        timeout = cfg.timeout
-        self.beat_interval = min(1.0, timeout / 4) if timeout else 1.0
+        self.beat_interval = beat_interval(cfg.timeout)
+        self.max_requests = 0
+        if cfg.max_requests:
+            self.max_requests = cfg.max_requests + random.randint(0, cfg.max_requests_jitter)
+        self.retire_asked = False
+        self.pre_request = cfg.pre_request
+        self.post_request = cfg.post_request
         self.limits = Limits()
         self.server_lines = f"Server: {SERVER_SOFTWARE}\r\n"
 
     # --- life cycle, in the child
 
-    def init_process(self) -> None:
-        """Called in the child right after the fork; never returns."""
+    def init_process(self) -> int:
+        """Run the worker in the child right after the fork; returns the exit status."""
         self.pid = os.getpid()
         code = EXIT_OK
         try:
             self._become_worker()
             self._load()
+            run_hook(self.cfg, self.log, "post_worker_init", self)
             self.slot.set_state(IDLE)
             self.booted = time.monotonic()
+            self._wake_master()
             self.run()
         except SystemExit as exc:
             code = exc.code if isinstance(exc.code, int) else EXIT_OK
@@ -83,6 +90,21 @@ class Worker:
             code = EXIT_BOOT_ERROR
         finally:
             self.slot.set_state(STOPPING)
+        return code
+
+    @property
+    def age_seconds(self) -> float:
+        return time.monotonic() - self.booted if self.booted else 0.0
+
+    def _wake_master(self) -> None:
+        """Make the master look at our slot now (it treats SIGCHLD as "check children")."""
+        try:
+            os.kill(self.ppid, signal.SIGCHLD)
+        except OSError:
+            pass
+
+    def exit(self, code: int) -> None:
+        """Leave the process without running the master's cleanup (we are a fork)."""
         self._exit(code)
 
     def _exit(self, code: int) -> None:
@@ -101,14 +123,35 @@ class Worker:
         if os.getppid() != self.ppid:  # the master died before we could ask
             raise SystemExit(EXIT_OK)
         signal.set_wakeup_fd(-1)
-        for sig in (signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU, signal.SIGWINCH,
-                    signal.SIGUSR2, signal.SIGCHLD):
-            signal.signal(sig, signal.SIG_DFL if sig == signal.SIGCHLD else signal.SIG_IGN)
+        for sig in (signal.SIGTTIN, signal.SIGTTOU, signal.SIGWINCH, signal.SIGUSR2):
+            signal.signal(sig, signal.SIG_IGN)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        self._drop_privileges()
+        signal.signal(signal.SIGHUP, self._on_retire)
         signal.signal(signal.SIGTERM, self._on_term)
         signal.signal(signal.SIGINT, self._on_quit)
         signal.signal(signal.SIGQUIT, self._on_quit)
         signal.signal(signal.SIGABRT, self._on_abort)
         signal.signal(signal.SIGUSR1, self._on_usr1)
+
+    def _drop_privileges(self) -> None:
+        uid, gid = self.cfg.user, self.cfg.group
+        if gid is not None and gid != os.getgid():
+            os.setgroups([])
+            os.setgid(gid)
+        if uid is not None and uid != os.getuid():
+            import pwd
+
+            try:
+                name = pwd.getpwuid(uid).pw_name
+                os.initgroups(name, gid if gid is not None else pwd.getpwuid(uid).pw_gid)
+            except KeyError:
+                pass
+            if gid is None:
+                with_gid = _primary_gid(uid)
+                if with_gid is not None:
+                    os.setgid(with_gid)
+            os.setuid(uid)
 
     def _load(self) -> None:
         if self.app is not None:  # preloaded by the master
@@ -158,8 +201,13 @@ class Worker:
             self.waiting = False
             raise StopWaiting
 
+    def _on_retire(self, signum: int, frame: FrameType | None) -> None:
+        # No interruption: a connection accept() has just taken is still served.
+        self.alive = False
+
     def _on_quit(self, signum: int, frame: FrameType | None) -> None:
         self.alive = False
+        run_hook(self.cfg, self.log, "worker_int", self)
         raise SystemExit(EXIT_OK)
 
     def _on_usr1(self, signum: int, frame: FrameType | None) -> None:
@@ -182,7 +230,48 @@ class Worker:
             "WORKER TIMEOUT (pid:%s) %s; stack of the stuck worker:\n%s",
             self.pid, doing, "\n".join(stacks),
         )
+        run_hook(self.cfg, self.log, "worker_abort", self)
         self._exit(1)
+
+    # --- around each request
+
+    def request_started(self, req: Any) -> None:
+        self.requests += 1
+        self.slot.start_request(req.line, self.requests)
+        if self.pre_request is not None:
+            run_hook(self.cfg, self.log, "pre_request", self, req)
+
+    def request_finished(self, req: Any, environ: dict[str, Any], resp: Any) -> None:
+        self.slot.end_request(self.requests)
+        if self.post_request is not None:
+            run_hook(self.cfg, self.log, "post_request", self, req, environ, resp)
+        if self.max_requests and self.requests >= self.max_requests and not self.retire_asked:
+            self.retire_asked = True
+            self.log.info("Worker %s reached its request limit (%d of --max-requests %d + jitter); "
+                          "it is replaced as soon as its successor is ready",
+                          self.pid, self.requests, self.cfg.max_requests)
+            self.slot.ask_to_retire(self.requests)
+            self._wake_master()
+
+
+def run_hook(cfg: Config, log: Logger, name: str, *args: Any) -> None:
+    """Call the server hook ``name`` if it is set; an exception is logged, not raised."""
+    fn = cfg.get(name)
+    if fn is None:
+        return
+    try:
+        fn(*args)
+    except Exception as exc:
+        log.traceback(f"the {name} hook raised an exception", exc)
+
+
+def _primary_gid(uid: int) -> int | None:
+    import pwd
+
+    try:
+        return pwd.getpwuid(uid).pw_gid
+    except KeyError:
+        return None
 
 
 def _set_parent_death_signal(sig: int) -> None:

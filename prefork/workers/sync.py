@@ -168,9 +168,7 @@ class SyncWorker(Worker):
         remote: tuple[str, str],
     ) -> bool:
         """Serve one request; True if the connection may carry another."""
-        self.requests += 1
-        slot = self.slot
-        slot.start_request(req.line, self.requests)
+        self.request_started(req)
         body: LengthBody | ChunkedBody
         body = ChunkedBody(self.limits) if req.chunked else LengthBody(req.content_length)
         send_continue = (lambda: conn.sendall(CONTINUE)) if req.expect_continue else None
@@ -195,7 +193,7 @@ class SyncWorker(Worker):
                     500, "Internal Server Error", "Internal Server Error\n", http_response_server()))
             return False
         finally:
-            slot.end_request(self.requests)
+            self.request_finished(req, environ, resp)
             if started:
                 self.log.access(req, resp, environ, started, time.time() - started)
         return False
