@@ -529,6 +529,7 @@ class Arbiter:
             code = EXIT_BOOT_ERROR
             try:
                 self._become_child()
+                worker.pid = os.getpid()
                 self.hook("post_fork", self, worker)
                 code = worker.init_process()
                 self.hook("worker_exit", self, worker)
@@ -559,8 +560,8 @@ class Arbiter:
         if not self.healthy and done and self.workers:
             self.healthy = True
             self.log.info("Ready: %d worker(s) serving", len(current))
-            self.notifier.notify("READY=1", self._status_line(), f"MAINPID={self.pid}")
             self.hook("when_ready", self)
+            self.notifier.notify("READY=1", self._status_line(), f"MAINPID={self.pid}")
             self._finish_upgrade()
         elif self.reloading and done and all(r.generation == self.generation for r in self.workers.values()):
             self._end_reload()
