@@ -146,7 +146,7 @@ class Arbiter:
         self.hook("on_starting", self)
         self._install_signals()
         self._bind()
-        if self.cfg.daemon:
+        if self.cfg.daemon and not self.upgrade_from:  # an upgrade's new master is detached already
             self._daemonize()
         if self.cfg.pidfile:
             self.pidfile = Pidfile(self.cfg.pidfile)

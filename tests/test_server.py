@@ -318,3 +318,33 @@ def test_unix_socket_bind(test_app, tmp_path):
     assert b"PATH_INFO=/x" in data
     server.stop()
     assert not path.exists()
+
+
+def test_chdir_and_pythonpath(prefork_server, tmp_path):
+    (tmp_path / "site").mkdir()
+    (tmp_path / "lib").mkdir()
+    (tmp_path / "site" / "siteapp.py").write_text(
+        "import helperlib\n"
+        "def app(environ, start_response):\n"
+        "    start_response('200 OK', [])\n"
+        "    return [helperlib.WORD.encode()]\n"
+    )
+    (tmp_path / "lib" / "helperlib.py").write_text("WORD = 'from-lib'\n")
+    server = prefork_server("siteapp:app", chdir=str(tmp_path / "site"),
+                            pythonpath=str(tmp_path / "lib"), cwd=ROOT)
+    assert requests.get(server.url).text == "from-lib"
+
+
+def test_heartbeat_files_leave_nothing_behind(hello, tmp_path):
+    server = hello(workers=2, worker_tmp_dir=str(tmp_path))
+    assert requests.get(server.url).ok
+    # the slots are open in the processes but already unlinked
+    assert list(tmp_path.iterdir()) == []
+    maps = open(f"/proc/{server.worker_pids()[0]}/maps").read()
+    assert f"{tmp_path}/prefork-" in maps and "(deleted)" in maps
+
+
+def test_worker_tmp_dir_must_exist():
+    code, out = run_prefork(["--worker-tmp-dir", "/no/such/dir", "basic:hello"], cwd=APPS)
+    assert code == 2
+    assert "--worker-tmp-dir: no such directory: /no/such/dir" in out
