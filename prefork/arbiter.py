@@ -38,9 +38,9 @@ from .app import AppNotFound, load_app, prepare_path
 from .heartbeat import BOOTING, HeartbeatSlot, beat_interval
 from .logs import Logger
 from .pidfile import Pidfile, PidfileError
-from .settings import Config, ConfigError
-from .sockets import Listener, close_listeners, inherit_listeners, needs_poll
-from .systemd import Notifier
+from .settings import Address, Config, ConfigError
+from .sockets import Listener, adopt_fd, close_listeners, inherit_listeners, needs_poll
+from .systemd import Notifier, listen_fds, watchdog_interval
 from .workers.base import EXIT_APP_LOAD_ERROR, EXIT_BOOT_ERROR, Worker, run_hook
 from .workers.sync import SyncWorker
 
@@ -49,6 +49,7 @@ RETIRE = signal.SIGHUP  # to a worker: finish, then exit when idle
 # Environment variables of a binary upgrade (USR2): the inherited listening
 # sockets, and the pid of the master that started this one.
 FDS_ENV = "PREFORK_FDS"
+ACTIVATED = "activated:"  # prefix of FDS_ENV: the sockets came from socket activation
 UPGRADE_FROM_ENV = "PREFORK_UPGRADE_FROM"
 # After SIGABRT a stuck worker gets this long to write its stack before SIGKILL.
 ABORT_GRACE = 2.0
@@ -58,6 +59,7 @@ QUICK_STOP_TIMEOUT = 5.0
 CRASH_WINDOW = 5.0
 BACKOFF_FIRST = 0.25
 BACKOFF_CAP = 5.0
+STATUS_INTERVAL = 5.0  # how often systemd's STATUS= is refreshed without a watchdog
 
 
 class StartupError(Exception):
@@ -110,6 +112,10 @@ class Arbiter:
         self.pidfile: Pidfile | None = None
         self.reexec_pid = 0  # the new master of a USR2 upgrade
         self.upgrade_from = int(os.environ.pop(UPGRADE_FROM_ENV, "0") or 0)
+        self.activated = False  # the sockets came from systemd: use them as they are
+        self.watchdog = 0.0  # seconds between WATCHDOG=1 pings, 0 when off
+        self.next_ping = 0.0
+        self.served_by_exited = 0  # requests served by workers that are gone
         self.sig_queue: collections.deque[int] = collections.deque()
         self._wake_r = self._wake_w = -1
 
@@ -126,6 +132,7 @@ class Arbiter:
                 self.murder()
                 self.maintain()
                 self.check_progress()
+                self.ping()
         except StartupError as exc:
             self.log.error("%s", exc)
             self.exit_code = 1
@@ -148,6 +155,7 @@ class Arbiter:
         self._bind()
         if self.cfg.daemon and not self.upgrade_from:  # an upgrade's new master is detached already
             self._daemonize()
+        self.watchdog = watchdog_interval(os.environ, self.pid)
         if self.cfg.pidfile:
             self.pidfile = Pidfile(self.cfg.pidfile)
             try:
@@ -164,9 +172,19 @@ class Arbiter:
     def _bind(self) -> None:
         from .sockets import BindError
 
-        fds = [int(fd) for fd in os.environ.pop(FDS_ENV, "").split(",") if fd.isdigit()]
+        inherited = os.environ.pop(FDS_ENV, "")
+        activated = inherited.startswith(ACTIVATED)
+        fds = [int(fd) for fd in inherited.removeprefix(ACTIVATED).split(",") if fd.isdigit()]
+        from_systemd = listen_fds(os.environ, self.pid)
         try:
-            self.listeners = inherit_listeners(fds, self.cfg.addresses, self.cfg.backlog)
+            if from_systemd or activated:
+                fds = fds or [fd for fd, _ in from_systemd]
+                self.activated = True
+                self.listeners = [adopt_fd(fd, Address("fd", fd=fd), self.cfg.backlog) for fd in fds]
+                if self.cfg.sources.get("bind", "default") != "default":
+                    self.log.warning("Socket activation: using the sockets systemd passed; --bind is ignored")
+            else:
+                self.listeners = inherit_listeners(fds, self.cfg.addresses, self.cfg.backlog)
         except BindError as exc:
             raise StartupError(str(exc)) from None
         beat = beat_interval(self.cfg.timeout)
@@ -176,7 +194,8 @@ class Arbiter:
         for listener in self.listeners:
             listener.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval)
             listener.sock.setblocking(not poll)
-            kind = "inherited" if listener.fileno() in fds else "listening"
+            kind = "socket activation" if self.activated else (
+                "inherited" if listener.fileno() in fds else "bound")
             self.log.info("Listening at: %s (%s, %s)", listener.url(), self.pid, kind)
 
     def _daemonize(self) -> None:
@@ -232,7 +251,7 @@ class Arbiter:
     def _next_check(self) -> float:
         now = time.monotonic()
         delay = beat_interval(self.cfg.timeout)
-        for deadline in (self.spawn_after, self.stop_at, self.stop_deadline):
+        for deadline in (self.spawn_after, self.stop_at, self.stop_deadline, self.next_ping):
             if deadline > now:
                 delay = min(delay, deadline - now)
         if self.stopping or any(r.aborted_at for r in self.workers.values()):
@@ -373,7 +392,8 @@ class Arbiter:
 
     def _exec_new_master(self) -> None:
         env = dict(os.environ)
-        env[FDS_ENV] = ",".join(str(listener.fileno()) for listener in self.listeners)
+        fds = ",".join(str(listener.fileno()) for listener in self.listeners)
+        env[FDS_ENV] = (ACTIVATED if self.activated else "") + fds
         env[UPGRADE_FROM_ENV] = str(self.pid)
         self.hook("pre_exec", self)
         signal.set_wakeup_fd(-1)
@@ -406,6 +426,7 @@ class Arbiter:
             if record is None:
                 continue  # not ours (e.g. an orphan adopted by PID 1): reaped quietly
             self._worker_exited(record, status)
+            self.served_by_exited += record.slot.requests()
             record.slot.close()
             self.hook("child_exit", self, record.worker)
 
@@ -574,9 +595,23 @@ class Arbiter:
             self.log.info("Upgrade: stopping the old master %s (--upgrade-auto)", self.upgrade_from)
             self._kill(self.upgrade_from, signal.SIGTERM)
 
+    def ping(self) -> None:
+        """Tell systemd the main loop is alive (watchdog) and how things stand."""
+        if not self.notifier.enabled:
+            return
+        now = time.monotonic()
+        if now < self.next_ping:
+            return
+        lines = [self._status_line()]
+        if self.watchdog:
+            lines.append("WATCHDOG=1")
+        self.notifier.notify(*lines)
+        self.next_ping = now + (self.watchdog or STATUS_INTERVAL)
+
     def _status_line(self) -> str:
-        served = sum(r.slot.requests() for r in self.workers.values())
-        return f"STATUS={len(self.workers)} workers, {served} requests served by the current workers"
+        served = self.served_by_exited + sum(r.slot.requests() for r in self.workers.values())
+        state = "reloading, " if self.reloading else ("stopping, " if self.stopping else "")
+        return f"STATUS={state}{len(self.workers)} workers, {served} requests served"
 
     def _status(self) -> None:
         self.notifier.notify(self._status_line())
@@ -638,7 +673,7 @@ class Arbiter:
             if record is not None:
                 record.slot.close()
         successor = bool(self.reexec_pid) and _alive(self.reexec_pid)
-        close_listeners(self.listeners, unlink=not successor)
+        close_listeners(self.listeners, unlink=not successor and not self.activated)
         if self.exit_code == 0:
             self.log.info("Shutting down: master")
         self.hook("on_exit", self)

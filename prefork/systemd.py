@@ -39,3 +39,33 @@ class Notifier:
         if self._sock is not None:
             self._sock.close()
             self._sock = None
+
+
+SD_LISTEN_FDS_START = 3
+
+
+def listen_fds(env: dict[str, str] | os._Environ[str], pid: int) -> list[tuple[int, str]]:
+    """Sockets passed by systemd socket activation (sd_listen_fds(3)).
+
+    Returns ``(fd, name)`` pairs, and removes LISTEN_PID, LISTEN_FDS and
+    LISTEN_FDNAMES from ``env`` so that no child process mistakes them for its own.
+    """
+    listen_pid = env.pop("LISTEN_PID", "")
+    count = env.pop("LISTEN_FDS", "")
+    names = env.pop("LISTEN_FDNAMES", "")
+    if not listen_pid.isdigit() or int(listen_pid) != pid or not count.isdigit():
+        return []
+    fds = range(SD_LISTEN_FDS_START, SD_LISTEN_FDS_START + int(count))
+    labels = names.split(":") if names else []
+    return [(fd, labels[i] if i < len(labels) else "unknown") for i, fd in enumerate(fds)]
+
+
+def watchdog_interval(env: dict[str, str] | os._Environ[str], pid: int) -> float:
+    """Seconds between WATCHDOG=1 pings (half of WATCHDOG_USEC), or 0 when off."""
+    usec = env.get("WATCHDOG_USEC", "")
+    owner = env.get("WATCHDOG_PID", "")
+    if not usec.isdigit() or int(usec) == 0:
+        return 0.0
+    if owner and (not owner.isdigit() or int(owner) != pid):
+        return 0.0
+    return int(usec) / 1_000_000 / 2

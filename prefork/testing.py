@@ -183,12 +183,15 @@ def serve(
     ready_timeout: float = 30.0,
     stop_timeout: float = 40.0,
     wait_ready: bool = True,
+    wrapper: Sequence[str] = (),
     **settings: Any,
 ) -> Iterator[Server]:
     """Run ``prefork APP`` for the duration of a ``with`` block.
 
     ``settings`` are prefork settings by config name (``timeout=5``,
-    ``graceful_timeout=2``); ``args`` are extra raw command-line arguments.
+    ``graceful_timeout=2``); ``args`` are extra raw command-line arguments;
+    ``wrapper`` is a command to run prefork under (it must exec it, e.g.
+    ``["systemd-socket-activate", "-l", "127.0.0.1:8000"]``).
     Unless ``bind`` is given, the server listens on a fresh 127.0.0.1 port.
     """
     tmp = tempfile.mkdtemp(prefix="prefork-test-")
@@ -211,7 +214,7 @@ def serve(
         first = bind[0] if isinstance(bind, (list, tuple)) else bind
         if not str(first).startswith(("unix:", "fd://")):
             url = f"http://{first}"
-    cmd = [sys.executable, "-m", "prefork", "-w", str(workers), *settings_to_args(settings), *args, app]
+    cmd = [*wrapper, sys.executable, "-m", "prefork", "-w", str(workers), *settings_to_args(settings), *args, app]
     child_env = dict(os.environ if env is None else env)
     child_env["NOTIFY_SOCKET"] = notify.getsockname()
     child_env.setdefault("PYTHONUNBUFFERED", "1")
