@@ -399,3 +399,25 @@ def test_usr2_upgrade_auto_stops_old_master(test_app):
     finally:
         os.kill(new_master, signal.SIGTERM)
         assert wait_until(lambda: not alive(new_master), 10)
+
+
+def test_signals_are_handled_in_the_main_loop_not_in_the_handler(test_app, tmp_path):
+    """Invariant 1: a signal arriving while the master is busy (here, in a hook)
+    is only recorded; the work happens once the main loop gets to it, in order."""
+    conf = tmp_path / "slow_hook.conf.py"
+    conf.write_text(
+        "import time\n"
+        "def nworkers_changed(server, new_value, old_value):\n"
+        "    if old_value is not None:\n"
+        "        server.log.info('hook start')\n"
+        "        time.sleep(1)\n"
+        "        server.log.info('hook end')\n"
+    )
+    server = test_app("basic:hello", workers=1, config=str(conf))
+    server.send_signal(signal.SIGTTIN)
+    server.wait_for_log("hook start")
+    server.send_signal(signal.SIGUSR1)
+    server.send_signal(signal.SIGTTOU)
+    server.wait_for_log(r"(?s)hook end.*Handling signal: usr1.*Handling signal: ttou")
+    log = server.log_text()
+    assert log.index("hook end") < log.index("Handling signal: usr1")
