@@ -37,7 +37,7 @@ from typing import Any
 from .app import AppNotFound, load_app, prepare_path
 from .heartbeat import BOOTING, HeartbeatSlot, beat_interval
 from .logs import Logger
-from .pidfile import Pidfile, PidfileError
+from .pidfile import Pidfile, PidfileError, alive
 from .settings import Address, Config, ConfigError
 from .sockets import Listener, adopt_fd, close_listeners, inherit_listeners, needs_poll
 from .systemd import Notifier, listen_fds, watchdog_interval
@@ -374,7 +374,7 @@ class Arbiter:
         if self.reexec_pid:
             self.log.warning("USR2 ignored: an upgrade (new master %s) is in progress", self.reexec_pid)
             return
-        if self.upgrade_from and _alive(self.upgrade_from):
+        if self.upgrade_from and alive(self.upgrade_from):
             self.log.warning("USR2 ignored: the master this one replaced (%s) is still running",
                              self.upgrade_from)
             return
@@ -591,7 +591,7 @@ class Arbiter:
         if not self.upgrade_from:
             return
         self.log.info("Upgrade: this master (%s) replaces %s", self.pid, self.upgrade_from)
-        if self.cfg.upgrade_auto and _alive(self.upgrade_from):
+        if self.cfg.upgrade_auto and alive(self.upgrade_from):
             self.log.info("Upgrade: stopping the old master %s (--upgrade-auto)", self.upgrade_from)
             self._kill(self.upgrade_from, signal.SIGTERM)
 
@@ -624,7 +624,7 @@ class Arbiter:
         first = not self.stopping or bool(self.stop_at)
         self.stopping = True
         self.stop_at = 0.0
-        successor = bool(self.reexec_pid) and _alive(self.reexec_pid)
+        successor = bool(self.reexec_pid) and alive(self.reexec_pid)
         if first:
             self.notifier.notify("STOPPING=1")
             if not successor:
@@ -672,7 +672,7 @@ class Arbiter:
             record = self.workers.pop(pid, None)
             if record is not None:
                 record.slot.close()
-        successor = bool(self.reexec_pid) and _alive(self.reexec_pid)
+        successor = bool(self.reexec_pid) and alive(self.reexec_pid)
         close_listeners(self.listeners, unlink=not successor and not self.activated)
         if self.exit_code == 0:
             self.log.info("Shutting down: master")
@@ -696,16 +696,6 @@ def describe_exit(status: int) -> str:
             name = f"signal {sig}"
         return f"killed by {name}"
     return f"exit code {os.WEXITSTATUS(status)}"
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _version() -> str:

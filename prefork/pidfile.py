@@ -62,13 +62,20 @@ def read_pid(path: str) -> int | None:
     return int(text) if text.isdigit() else None
 
 
-def _is_running_prefork(pid: int) -> bool:
+def alive(pid: int) -> bool:
+    """Whether a process with this pid exists (a zombie counts until reaped)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
+    return True
+
+
+def _is_running_prefork(pid: int) -> bool:
+    if not alive(pid):
+        return False
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as f:
             return b"prefork" in f.read()

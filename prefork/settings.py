@@ -120,8 +120,8 @@ def optional_dir(value: Any) -> str | None:
     return existing_dir(value)
 
 
-def user_id(value: Any) -> int | None:
-    """A user name or numeric uid."""
+def _account_id(value: Any, kind: str, lookup: Callable[[str], int]) -> int | None:
+    """A numeric id, or the id of a user or group name."""
     if value is None:
         return None
     if isinstance(value, int) and not isinstance(value, bool):
@@ -129,29 +129,24 @@ def user_id(value: Any) -> int | None:
     text = string(value).strip()
     if text.isdigit():
         return int(text)
+    try:
+        return lookup(text)
+    except KeyError:
+        raise ValueError(f"no such {kind}: {text!r}") from None
+
+
+def user_id(value: Any) -> int | None:
+    """A user name or numeric uid."""
     import pwd
 
-    try:
-        return pwd.getpwnam(text).pw_uid
-    except KeyError:
-        raise ValueError(f"no such user: {text!r}") from None
+    return _account_id(value, "user", lambda name: pwd.getpwnam(name).pw_uid)
 
 
 def group_id(value: Any) -> int | None:
     """A group name or numeric gid."""
-    if value is None:
-        return None
-    if isinstance(value, int) and not isinstance(value, bool):
-        return _integer(value, 0)
-    text = string(value).strip()
-    if text.isdigit():
-        return int(text)
     import grp
 
-    try:
-        return grp.getgrnam(text).gr_gid
-    except KeyError:
-        raise ValueError(f"no such group: {text!r}") from None
+    return _account_id(value, "group", lambda name: grp.getgrnam(name).gr_gid)
 
 
 def umask(value: Any) -> int | None:

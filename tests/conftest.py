@@ -1,6 +1,7 @@
 import os
 import socket
 import sys
+import time
 
 import pytest
 
@@ -46,3 +47,27 @@ def raw_request(port, data, timeout=5.0, read_all=True):
             if not read_all:
                 break
         return b"".join(chunks)
+
+
+def wait_until(predicate, timeout, interval=0.01):
+    """Poll ``predicate`` until it is truthy or ``timeout`` seconds pass; return its value."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    return predicate()
+
+
+def alive(pid):
+    """Whether ``pid`` is a running process (a zombie is not)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return not f.read().rsplit(") ", 1)[1].startswith("Z")
+    except OSError:
+        return False

@@ -2,10 +2,10 @@
 
 import os
 import signal
-import time
 
 import pytest
 import requests
+from conftest import wait_until
 
 RECORDER = '''
 import os
@@ -63,15 +63,6 @@ def worker_exit(server, worker):
 def on_exit(server):
     _rec("on_exit", server.pid == os.getpid())
 '''
-
-
-def wait_until(predicate, timeout):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.01)
-    return predicate()
 
 
 @pytest.fixture

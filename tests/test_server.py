@@ -10,28 +10,13 @@ import time
 
 import pytest
 import requests
-from conftest import APPS, ROOT, raw_request
+from conftest import APPS, ROOT, alive, raw_request, wait_until
 
 from prefork.testing import child_pids
 
 
-def wait_until(predicate, timeout, interval=0.01):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    return predicate()
-
-
 def process_gone(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    with open(f"/proc/{pid}/stat") as f:  # a zombie is gone for our purposes only once reaped
-        return f.read().split(") ")[1].startswith("Z")
+    return not alive(pid)
 
 
 def test_serves_hello_world(hello):

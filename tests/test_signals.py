@@ -8,31 +8,9 @@ import time
 
 import pytest
 import requests
-from conftest import APPS, raw_request
+from conftest import APPS, alive, raw_request, wait_until
 
 from prefork.testing import child_pids
-
-
-def wait_until(predicate, timeout, interval=0.01):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    return predicate()
-
-
-def alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return not f.read().split(") ")[1].startswith("Z")
-    except OSError:
-        return False
 
 
 class ClientLoop:

@@ -117,13 +117,18 @@ def test_socket_activated_unix_socket_is_not_unlinked(test_app, tmp_path):
         "basic:hello", bind=f"unix:{path}", wait_ready=False,
         wrapper=["systemd-socket-activate", "-E", "NOTIFY_SOCKET", "-l", str(path)],
     )
-    with socket.socket(socket.AF_UNIX) as s:
-        s.settimeout(20)
-        deadline = time.monotonic() + 10
-        while not path.exists():  # systemd-socket-activate is still starting
+    deadline = time.monotonic() + 10
+    while True:
+        s = socket.socket(socket.AF_UNIX)
+        try:
+            s.connect(str(path))
+            break
+        except (FileNotFoundError, ConnectionRefusedError):  # not listening yet
+            s.close()
             assert time.monotonic() < deadline
             time.sleep(0.01)
-        s.connect(str(path))
+    with s:
+        s.settimeout(20)
         s.sendall(b"GET / HTTP/1.0\r\n\r\n")
         assert s.recv(100).startswith(b"HTTP/1.1 200")
     server.wait_notify("READY=1", 20)
