@@ -25,7 +25,7 @@ def _g(name: str, flags: str = "", kind: str = VALUE, note: str = "") -> Gunicor
     return GunicornSetting(name, tuple(flags.split()), kind if flags else NONE, note)
 
 
-_HOOK = "A server hook (a function in the config file)."
+_HOOK = "A server hook: a function in the config file that the server calls."
 
 GUNICORN_SETTINGS: dict[str, GunicornSetting] = {g.name: g for g in [
     # config file

@@ -292,10 +292,11 @@ SETTINGS: list[Setting] = [
     _s("config", "Config file", ("-c", "--config"), optional_string, None,
        """A Python config file (``path/to/prefork.conf.py``) or module
        (``python:package.module``) whose module-level names set settings and server
-       hooks. Defaults to ``./prefork.conf.py`` when that file exists. Command-line
-       options and ``PREFORK_CMD_ARGS`` override values from the file.""",
+       hooks. Defaults to ``./prefork.conf.py`` when that file exists, else to
+       ``./gunicorn.conf.py`` when that one does. Command-line options and
+       ``PREFORK_CMD_ARGS`` override values from the file.""",
        example="-c /etc/prefork/prefork.conf.py", metavar="CONFIG",
-       default_doc="./prefork.conf.py if it exists", from_file=False),
+       default_doc="./prefork.conf.py, else ./gunicorn.conf.py, if it exists", from_file=False),
     _s("bind", "Server socket", ("-b", "--bind"), bind_list, default_bind,
        """Where to listen: ``HOST:PORT``, ``[IPV6]:PORT``, ``unix:PATH`` or ``fd://N``
        (an already-open listening socket, e.g. from a supervisor). Repeat the flag to
@@ -407,10 +408,10 @@ SETTINGS: list[Setting] = [
        example="--log-config /etc/prefork/logging.ini", metavar="FILE", default_doc="none"),
     _s("logconfig_dict", "Logging", ("--log-config-dict",), log_config_dict, None,
        """A ``logging.config.dictConfig`` dictionary (JSON text on the command line),
-       applied after prefork's own setup. ``version`` defaults to 1, existing loggers
-       are kept, and the formatter ``generic`` and handlers ``console`` (standard
-       output) and ``error_console`` (standard error) are predefined unless the
-       dictionary has its own ``formatters`` or ``handlers``, as in Gunicorn.""",
+       applied after prefork's own setup. As in Gunicorn, ``version`` defaults to 1,
+       existing loggers are kept, and the formatter ``generic`` and the handlers
+       ``console`` (standard output) and ``error_console`` (standard error) are
+       predefined.""",
        example=('--log-config-dict \'{"formatters": {"short": {"format": "%(levelname)s '
                 '%(message)s"}}, "handlers": {"err": {"class": "logging.StreamHandler", '
                 '"formatter": "short"}}, "loggers": {"prefork.error": {"handlers": ["err"]}}}\''),
@@ -579,8 +580,7 @@ def gunicorn_unsupported_message(name: str, flag: str = "") -> str:
 
     what = f"option {flag} ({name})" if flag else f"setting {name!r}"
     note = GUNICORN_SETTINGS[name].note
-    return (f"Gunicorn {what} is not supported by prefork yet; ignored"
-            + (f" ({note.rstrip('.')})" if note else ""))
+    return f"Gunicorn {what} is not supported by prefork yet; ignored" + (f". {note}" if note else "")
 
 
 def _exec_config_file(path: str) -> tuple[dict[str, Any], str]:
