@@ -236,6 +236,8 @@ def access_fields(req: Any, resp: Any, environ: dict[str, Any], started: float,
 
 # --- the server's logs
 
+KINDS = ("error", "access")
+
 
 class Logger:
     """The server's logs: ``log.info(...)`` for the error log, ``log.access``."""
@@ -284,30 +286,47 @@ class Logger:
         logconfig_dict: dict[str, Any] | None = None,
         logconfig_json: str | None = None,
     ) -> None:
-        """(Re)build the handlers; may be called again, e.g. on a reload."""
+        """(Re)build the handlers; may be called again, e.g. on a reload.
+
+        A user's logging config is applied first (``logging.config`` closes every
+        handler that exists when it runs); prefork's own handlers then go on the
+        loggers it left alone."""
         self._remove_handlers()
         self._json = log_format == "json"
-        self.error_log = logging.getLogger("prefork.error")
-        self.access_log = logging.getLogger("prefork.access")
-        self._error_handler = self._add(self.error_log, errorlog, self._stderr, error=True)
-        self.error_log.setLevel(loglevel.upper())
-        if accesslog is not None:
-            self._add(self.access_log, accesslog, self._stdout, error=False)
-        self.access_log.setLevel(logging.INFO)
-        user_config = any(x is not None for x in (logconfig, logconfig_dict, logconfig_json))
-        if user_config:
-            apply_logging_config(logconfig, logconfig_dict, logconfig_json, self._stdout,
-                                 self._stderr)
-            self._adopt_gunicorn_loggers()
-        self.access_enabled = accesslog is not None or (
-            user_config and self.access_log.isEnabledFor(logging.INFO)
-            and self.access_log.hasHandlers())
         self._format_access = compile_access_format(access_log_format)
+        loggers = {kind: logging.getLogger(f"prefork.{kind}") for kind in KINDS}
+        for logger in loggers.values():
+            for handler in list(logger.handlers):
+                logger.removeHandler(handler)
+            logger.propagate = False
+        # As in Gunicorn, the config may override these levels.
+        loggers["error"].setLevel(loglevel.upper())
+        loggers["access"].setLevel(logging.INFO)
+        user_config = any(x is not None for x in (logconfig, logconfig_dict, logconfig_json))
+        touched = {kind: False for kind in KINDS}
+        if user_config:
+            touched = self._apply_user_config(loggers, logconfig, logconfig_dict, logconfig_json)
+        self._error_handler = self._handler(errorlog, self._stderr, error=True)
+        targets = {"error": self._error_handler,
+                   "access": None if accesslog is None else
+                   self._handler(accesslog, self._stdout, error=False)}
+        for kind in KINDS:
+            logger, target = loggers[kind], targets[kind]
+            theirs = _gunicorn_logger(kind) if user_config and not touched[kind] else None
+            if theirs is not None:
+                if theirs.level == logging.NOTSET:
+                    theirs.setLevel(logger.level)
+                logger = theirs
+            elif not touched[kind] and target is not None:
+                logger.addHandler(target)
+            setattr(self, f"{kind}_log", logger)
+        self.access_enabled = (self.access_log.isEnabledFor(logging.INFO)
+                               and self.access_log.hasHandlers())
         self.capture_output = capture_output
         if capture_output:
             self._redirect_output()
 
-    def _add(self, logger: logging.Logger, target: str, default_fd: int, error: bool) -> LineHandler:
+    def _handler(self, target: str, default_fd: int, error: bool) -> LineHandler:
         handler = LineHandler(target, default_fd)
         if self._json:
             handler.setFormatter(JSONFormatter())
@@ -315,21 +334,24 @@ class Logger:
             handler.setFormatter(logging.Formatter(ERROR_FORMAT, DATE_FORMAT))
         else:
             handler.setFormatter(logging.Formatter("%(message)s"))
-        logger.addHandler(handler)
-        logger.propagate = False
         self._handlers.append(handler)
         return handler
 
-    def _adopt_gunicorn_loggers(self) -> None:
-        """A Gunicorn logging config names gunicorn.error / gunicorn.access: when the
-        config left prefork's logger alone, the Gunicorn-named one is used instead."""
-        manager = logging.Logger.manager
-        for kind in ("error", "access"):
-            ours = logging.getLogger(f"prefork.{kind}")
-            theirs = manager.loggerDict.get(f"gunicorn.{kind}")
-            untouched = any(h in self._handlers for h in ours.handlers) or not ours.handlers
-            if isinstance(theirs, logging.Logger) and untouched and theirs.hasHandlers():
-                setattr(self, f"{kind}_log", theirs)
+    def _apply_user_config(self, loggers: dict[str, logging.Logger], logconfig: str | None,
+                           logconfig_dict: dict[str, Any] | None,
+                           logconfig_json: str | None) -> dict[str, bool]:
+        """Apply the config; say which of prefork's loggers it configured."""
+        # logging.config strips the handlers of every logger it configures (and
+        # of their children), so a marker handler that survives means "left alone".
+        markers = {kind: logging.NullHandler() for kind in KINDS}
+        for kind, marker in markers.items():
+            loggers[kind].addHandler(marker)
+        apply_logging_config(logconfig, logconfig_dict, logconfig_json, self._stdout, self._stderr)
+        touched = {}
+        for kind, marker in markers.items():
+            touched[kind] = marker not in loggers[kind].handlers
+            loggers[kind].removeHandler(marker)
+        return touched
 
     def _redirect_output(self) -> None:
         """--capture-output: the process's fds 1 and 2 into the error log."""
@@ -402,11 +424,9 @@ class Logger:
             self._redirect_output()
 
     def _remove_handlers(self) -> None:
-        for logger in (self.error_log, self.access_log):
-            for handler in list(logger.handlers):
-                if handler in self._handlers:
-                    logger.removeHandler(handler)
         for handler in self._handlers:
+            for kind in KINDS:
+                logging.getLogger(f"prefork.{kind}").removeHandler(handler)
             handler.close()
         self._handlers = []
 
@@ -418,6 +438,14 @@ class Logger:
             except OSError:
                 pass
         self._stdout = self._stderr = -1
+
+
+def _gunicorn_logger(kind: str) -> logging.Logger | None:
+    """Gunicorn's logger of that kind, if a logging config gave it handlers."""
+    logger = logging.Logger.manager.loggerDict.get(f"gunicorn.{kind}")
+    if isinstance(logger, logging.Logger) and logger.hasHandlers():
+        return logger
+    return None
 
 
 def _options(cfg: Any) -> dict[str, Any]:

@@ -7,7 +7,6 @@ import os
 import shlex
 import subprocess
 import sys
-import textwrap
 
 import pytest
 import requests
@@ -94,7 +93,7 @@ def test_gunicorn_only_options_are_warnings_not_errors(tmp_path, monkeypatch):
     cfg = load_config(["app:app"], {"GUNICORN_CMD_ARGS": shlex.join([*args, "-w", "2"])})
     assert cfg.workers == 2
     assert len(cfg.warnings) == len(unsupported)
-    for warning, start in zip(cfg.warnings, expected):
+    for warning, start in zip(cfg.warnings, expected, strict=True):
         assert warning.startswith(start), warning
 
 
