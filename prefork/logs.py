@@ -60,6 +60,10 @@ class LineHandler(logging.Handler):
 
     def write_line(self, line: str) -> None:
         data = (line + "\n").encode("utf-8", "backslashreplace")
+        if self.fd < 0:
+            # Closed under us: logging.config (e.g. an application's own
+            # dictConfig) closes every existing handler. Like FileHandler, reopen.
+            self.fd = self._open()
         while data:
             written = os.write(self.fd, data)
             data = data[written:]
@@ -264,6 +268,7 @@ class Logger:
         self.access_enabled = False
         self.capture_output = False
         self._json = False
+        self._direct: LineHandler | None = None
         self.configure(errorlog, loglevel, accesslog, access_log_format=access_log_format,
                        log_format=log_format, capture_output=capture_output, logconfig=logconfig,
                        logconfig_dict=logconfig_dict, logconfig_json=logconfig_json)
@@ -322,6 +327,10 @@ class Logger:
             setattr(self, f"{kind}_log", logger)
         self.access_enabled = (self.access_log.isEnabledFor(logging.INFO)
                                and self.access_log.hasHandlers())
+        # When the only thing on the access logger is our own handler, lines are
+        # written straight to it: the same result without logging's per-record cost.
+        self._direct = targets["access"] if self.access_log.handlers == [targets["access"]] \
+            and not self._json else None
         self.capture_output = capture_output
         if capture_output:
             self._redirect_output()
@@ -404,11 +413,17 @@ class Logger:
         ``status``, ``sent`` body bytes, ``headers``), ``environ`` the WSGI
         environ, ``started`` the wall-clock start and ``duration`` in seconds.
         """
-        if self._json:
+        direct = self._direct
+        logger = self.access_log
+        handlers = logger.handlers
+        if (direct is not None and len(handlers) == 1 and handlers[0] is direct
+                and logger.isEnabledFor(logging.INFO) and not direct.filters):
+            direct.write_line(self._format_access(req, resp, environ, started, duration))
+        elif self._json:
             fields = access_fields(req, resp, environ, started, duration)
-            self.access_log.info("%s", req.line, extra={"access": fields})
+            logger.info("%s", req.line, extra={"access": fields})
         else:
-            self.access_log.info(self._format_access(req, resp, environ, started, duration))
+            logger.info(self._format_access(req, resp, environ, started, duration))
 
     # --- files
 

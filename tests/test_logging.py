@@ -129,3 +129,12 @@ def test_usr1_reopens_every_kind_of_log_file(test_app, tmp_path):
     assert "stdout:after" in content and "errors:after" in content
     for path in (errors, access, audit):
         assert "after" not in open(f"{path}.1").read()
+
+
+def test_logs_survive_an_application_that_runs_dictconfig(test_app, tmp_path):
+    errors, access = tmp_path / "error.log", tmp_path / "access.log"
+    server = test_app("logapp_dictconfig:app", errorlog=str(errors), accesslog=str(access))
+    requests.get(server.url + "/?errors=still-here", timeout=5)
+    wait_for_text(errors, "errors:still-here")
+    wait_for_text(access, '"GET /?errors=still-here HTTP/1.1" 200')
+    assert "Traceback" not in server.log_text() + errors.read_text()
