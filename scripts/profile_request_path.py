@@ -25,8 +25,8 @@ from prefork.heartbeat import HeartbeatSlot  # noqa: E402
 from prefork.http.request import Limits, parse_head  # noqa: E402
 from prefork.logs import Logger  # noqa: E402
 from prefork.settings import build_config  # noqa: E402
-from prefork.wsgi import ErrorStream, base_environ  # noqa: E402
 from prefork.workers.sync import SyncWorker  # noqa: E402
+from prefork.wsgi import ErrorStream, base_environ  # noqa: E402
 
 HEAD = (b"GET /path?x=1 HTTP/1.1\r\nHost: example.test\r\nUser-Agent: bench/1.0\r\n"
         b"Accept: */*\r\n\r\n")
