@@ -260,8 +260,8 @@ class Logger:
         logconfig_json: str | None = None,
     ) -> None:
         # Where standard output and error pointed at start, for "-" targets.
-        self._stdout = os.dup(1)
-        self._stderr = os.dup(2)
+        self._stdout = _dup_or_devnull(1)
+        self._stderr = _dup_or_devnull(2)
         self._handlers: list[LineHandler] = []
         self.error_log = logging.getLogger("prefork.error")
         self.access_log = logging.getLogger("prefork.access")
@@ -453,6 +453,14 @@ class Logger:
             except OSError:
                 pass
         self._stdout = self._stderr = -1
+
+
+def _dup_or_devnull(fd: int) -> int:
+    """A copy of ``fd``; /dev/null when it is closed (as under some supervisors)."""
+    try:
+        return os.dup(fd)
+    except OSError:
+        return os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
 
 
 def _gunicorn_logger(kind: str) -> logging.Logger | None:

@@ -379,16 +379,10 @@ SETTINGS: list[Setting] = [
        example="--check-config", is_flag=True, from_file=False),
     _s("access_log_format", "Logging", ("--access-logformat",), access_log_format,
        DEFAULT_ACCESS_LOG_FORMAT,
-       """The format of access-log lines, with Gunicorn's atoms: ``%(h)s`` remote
-       address, ``%(l)s`` ``-``, ``%(u)s`` user (HTTP basic auth), ``%(t)s`` time the
-       request started, ``%(r)s`` request line, ``%(m)s`` method, ``%(U)s`` path,
-       ``%(q)s`` query string, ``%(H)s`` protocol, ``%(s)s`` status, ``%(B)s`` body
-       bytes, ``%(b)s`` the same (``-`` if none), ``%(f)s`` referer, ``%(a)s`` user
-       agent, ``%(T)s`` / ``%(M)s`` / ``%(D)s`` duration in whole seconds /
-       milliseconds / microseconds, ``%(L)s`` duration in seconds with six decimals,
-       ``%(p)s`` ``<pid>``, ``%({name}i)s`` a request header, ``%({name}o)s`` a
-       response header, ``%({name}e)s`` a WSGI environ value. The default is
-       Gunicorn's, so existing log parsers keep working. Ignored with
+       """The format of access-log lines, with Gunicorn's atoms, each written
+       ``%(NAME)s``: ``h l u t r m U q H s B b f a T M D L p``, ``{header}i``,
+       ``{header}o`` and ``{variable}e`` (docs/logging.md says what each is). The
+       default is Gunicorn's, so existing log parsers keep working. Not used with
        ``--log-format json``.""",
        example="--access-logformat '%(h)s \"%(r)s\" %(s)s %(D)s'", metavar="FORMAT"),
     _s("log_format", "Logging", ("--log-format",), choice("text", "json"), "text",

@@ -329,5 +329,4 @@ def test_settings_doc_covers_every_setting():
         assert "**Default:**" in section
         for flag in setting.flags:
             assert f"`{flag}" in section
-        if setting.example:
-            assert "Example:" in section
+        assert setting.example and "Example:" in section, f"{setting.name}: give it an example"
