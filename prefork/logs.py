@@ -246,19 +246,9 @@ KINDS = ("error", "access")
 class Logger:
     """The server's logs: ``log.info(...)`` for the error log, ``log.access``."""
 
-    def __init__(
-        self,
-        errorlog: str = "-",
-        loglevel: str = "info",
-        accesslog: str | None = None,
-        *,
-        access_log_format: str = DEFAULT_ACCESS_LOG_FORMAT,
-        log_format: str = "text",
-        capture_output: bool = False,
-        logconfig: str | None = None,
-        logconfig_dict: dict[str, Any] | None = None,
-        logconfig_json: str | None = None,
-    ) -> None:
+    def __init__(self, errorlog: str = "-", loglevel: str = "info", accesslog: str | None = None,
+                 **options: Any) -> None:
+        """``options`` are the keyword arguments of ``configure``."""
         # Where standard output and error pointed at start, for "-" targets.
         self._stdout = _dup_or_devnull(1)
         self._stderr = _dup_or_devnull(2)
@@ -269,9 +259,7 @@ class Logger:
         self.capture_output = False
         self._json = False
         self._direct: LineHandler | None = None
-        self.configure(errorlog, loglevel, accesslog, access_log_format=access_log_format,
-                       log_format=log_format, capture_output=capture_output, logconfig=logconfig,
-                       logconfig_dict=logconfig_dict, logconfig_json=logconfig_json)
+        self.configure(errorlog, loglevel, accesslog, **options)
 
     @classmethod
     def from_config(cls, cfg: Any) -> Logger:
