@@ -46,6 +46,9 @@ from .workers.sync import SyncWorker
 
 SIGNALS = ("HUP", "QUIT", "INT", "TERM", "TTIN", "TTOU", "USR1", "USR2", "WINCH", "CHLD")
 RETIRE = signal.SIGHUP  # to a worker: finish, then exit when idle
+# What the master sends workers; blocked across fork() until the worker's handlers exist.
+WORKER_SIGNALS = {signal.SIGHUP, signal.SIGTERM, signal.SIGINT, signal.SIGQUIT,
+                  signal.SIGABRT, signal.SIGUSR1}
 # Environment variables of a binary upgrade (USR2): the inherited listening
 # sockets, and the pid of the master that started this one.
 FDS_ENV = "PREFORK_FDS"
@@ -209,6 +212,7 @@ class Arbiter:
         for fd in (0, 1, 2):
             os.dup2(null, fd)
         os.close(null)
+        self.log.standard_streams_changed()
 
     def _preload(self) -> None:
         try:
@@ -545,8 +549,13 @@ class Arbiter:
         worker = SyncWorker(self.cfg, self.listeners, slot, self.log, self.worker_age, self.pid,
                             app=self.app)
         self.hook("pre_fork", self, worker)
+        # Signals sent to the new worker before it has its own handlers must not
+        # reach the master's: they stay pending until the worker unblocks them.
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, WORKER_SIGNALS)
         pid = os.fork()
-        if pid == 0:
+        if pid != 0:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        else:
             code = EXIT_BOOT_ERROR
             try:
                 self._become_child()
@@ -561,6 +570,7 @@ class Arbiter:
 
     def _become_child(self) -> None:
         """Drop what belongs to the master in a freshly forked worker."""
+        signal.set_wakeup_fd(-1)
         os.close(self._wake_r)
         os.close(self._wake_w)
         for record in self.workers.values():

@@ -8,16 +8,31 @@ from __future__ import annotations
 import os
 import shlex
 import sys
+import traceback
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, NoReturn
 
 import click
 from click.core import ParameterSource
 
 from . import __version__
-from .settings import SETTINGS, Config, ConfigError, Layer, build_config, load_config_file
+from .compat import FLAG, GUNICORN_FLAGS, VALUE
+from .settings import (
+    BY_CONFIG_NAME,
+    COMMAND_LINE,
+    SETTINGS,
+    Config,
+    ConfigError,
+    Layer,
+    build_config,
+    gunicorn_unsupported_message,
+    load_config_file,
+)
 
 ENV_ARGS = "PREFORK_CMD_ARGS"
+# Read instead when PREFORK_CMD_ARGS is not set, for users coming from Gunicorn.
+GUNICORN_ENV_ARGS = "GUNICORN_CMD_ARGS"
 
 
 def _options() -> list[click.Parameter]:
@@ -69,55 +84,198 @@ def explicit_values(command: click.Command, args: Sequence[str]) -> tuple[dict[s
     return values, ctx.params.get("app_module")
 
 
-DEFAULT_CONFIG_FILE = "prefork.conf.py"
+# --- Gunicorn's command-line options
+
+_OUR_FLAGS = {flag: s for s in SETTINGS for flag in s.flags}
+
+
+def _split_option(arg: str) -> tuple[str, str | None]:
+    """``--name=value`` and ``-nVALUE`` into the option and its attached value."""
+    if arg.startswith("--"):
+        name, eq, value = arg.partition("=")
+        return name, value if eq else None
+    if len(arg) > 2:
+        return arg[:2], arg[2:]
+    return arg, None
+
+
+def translate_gunicorn_args(args: Sequence[str], source: str) -> tuple[list[str], list[str]]:
+    """Rewrite Gunicorn options that prefork spells differently, and drop (with a
+    warning) those of settings prefork does not support, so that a Gunicorn
+    command line or ``GUNICORN_CMD_ARGS`` works. Unknown options are left for
+    click to report."""
+    out: list[str] = []
+    warnings: list[str] = []
+    rest = list(args)
+    while rest:
+        arg = rest.pop(0)
+        if arg == "--":
+            out += [arg, *rest]
+            break
+        if not arg.startswith("-") or arg == "-":
+            out.append(arg)
+            continue
+        option, value = _split_option(arg)
+        ours = _OUR_FLAGS.get(option)
+        theirs = GUNICORN_FLAGS.get(option)
+        if ours is not None or theirs is None:
+            out.append(arg)
+            if ours is not None and value is None and not ours.is_flag and rest:
+                out.append(rest.pop(0))
+            continue
+        if value is None and theirs.kind == VALUE and rest:
+            value = rest.pop(0)
+        target = BY_CONFIG_NAME.get(theirs.name)
+        if target is None or not target.flags:
+            warnings.append(f"{source}: {gunicorn_unsupported_message(theirs.name, option)}")
+        elif target.is_flag == (theirs.kind == FLAG):
+            out += [target.option_name] + ([] if target.is_flag else [value or ""])
+        else:
+            warnings.append(f"{source}: Gunicorn option {option} is spelled differently in "
+                            f"prefork: use {target.option_name}; ignored")
+    return out, warnings
+
+
+# --- reading the configuration
+
+DEFAULT_CONFIG_FILES = ("prefork.conf.py", "gunicorn.conf.py")
+
+
+@dataclass
+class Invocation:
+    """What the command line and the environment ask for, before the config file."""
+
+    env_layer: Layer | None
+    cli_layer: Layer
+    warnings: list[str]
+
+    @classmethod
+    def parse(cls, argv: Sequence[str], env: Mapping[str, str]) -> Invocation:
+        command = make_command()
+        args, warnings = translate_gunicorn_args(argv, COMMAND_LINE)
+        cli_values, app = explicit_values(command, args)
+        if app:
+            cli_values["wsgi_app"] = app
+        env_layer = None
+        name = ENV_ARGS if ENV_ARGS in env else GUNICORN_ENV_ARGS
+        text = env.get(name, "")
+        if text.strip():
+            try:
+                env_args, env_warnings = translate_gunicorn_args(shlex.split(text), name)
+                env_values, env_app = explicit_values(command, env_args)
+            except (ValueError, click.UsageError) as exc:
+                message = exc.format_message() if isinstance(exc, click.UsageError) else str(exc)
+                raise click.UsageError(f"{name}: {message}") from None
+            if env_app:
+                env_values["wsgi_app"] = env_app
+            env_layer = Layer(name, env_values)
+            warnings += env_warnings
+        return cls(env_layer, Layer(COMMAND_LINE, cli_values), warnings)
+
+    def flag(self, name: str) -> bool:
+        layers = [self.cli_layer] + ([self.env_layer] if self.env_layer else [])
+        return any(layer.values.get(name) for layer in layers)
+
+    def config_layers(self) -> tuple[list[Layer], list[str]]:
+        """The config file's layer (if there is a file) and its warnings."""
+        path = self.cli_layer.values.get("config")
+        if path is None and self.env_layer is not None:
+            path = self.env_layer.values.get("config")
+        layers: list[Layer] = []
+        if path is None:
+            path = next((p for p in DEFAULT_CONFIG_FILES if os.path.isfile(p)), None)
+            if path is not None:
+                layers.append(Layer("default (found in the current directory)", {"config": path}))
+        if path is None:
+            return layers, []
+        file_layer, warnings = load_config_file(path)
+        return [*layers, file_layer], warnings
+
+    def load(self, env: Mapping[str, str], need_app: bool = True) -> Config:
+        """Defaults < config file < PREFORK_CMD_ARGS < command line."""
+        layers, file_warnings = self.config_layers()
+        if self.env_layer is not None:
+            layers.append(self.env_layer)
+        layers.append(self.cli_layer)
+        cfg = build_config(layers, env)
+        cfg.warnings = file_warnings + self.warnings
+        if need_app and not cfg.app_uri:
+            raise click.UsageError(
+                "missing APP_MODULE (for example: prefork myproject.wsgi:application)")
+        return cfg
 
 
 def load_config(argv: Sequence[str], env: Mapping[str, str]) -> Config:
-    """Defaults < config file < PREFORK_CMD_ARGS < command line."""
-    command = make_command()
-    cli_values, app_uri = explicit_values(command, argv)
-    env_layer = None
-    env_args = env.get(ENV_ARGS, "")
-    if env_args:
-        env_values, env_app = explicit_values(command, shlex.split(env_args))
-        env_layer = Layer(ENV_ARGS, env_values)
-        app_uri = app_uri or env_app
-    layers: list[Layer] = []
-    warnings: list[str] = []
-    path = cli_values.get("config") or (env_layer.values.get("config") if env_layer else None)
-    if path is None and os.path.isfile(DEFAULT_CONFIG_FILE):
-        path = DEFAULT_CONFIG_FILE
-    if path:
-        file_layer, warnings = load_config_file(path)
-        layers.append(file_layer)
-    if env_layer is not None:
-        layers.append(env_layer)
-    layers.append(Layer("command line", cli_values))
-    if not app_uri:
-        raise click.UsageError("missing APP_MODULE (for example: prefork myproject.wsgi:application)")
-    cfg = build_config(layers, env, app_uri)
-    cfg.warnings = warnings
-    return cfg
+    """The effective configuration for a command line and an environment."""
+    return Invocation.parse(argv, env).load(env)
 
 
-def fail(message: str, code: int) -> None:
+# --- the command
+
+
+def fail(message: str, code: int) -> NoReturn:
     click.echo(f"prefork: error: {message}", err=True)
     sys.exit(code)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
+    env = os.environ
     try:
-        cfg = load_config(args, os.environ)
+        invocation = Invocation.parse(args, env)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
-    except click.UsageError as exc:
-        fail(exc.format_message(), 2)
-    except ConfigError as exc:
-        fail(str(exc), 2)
     except click.ClickException as exc:
         fail(exc.format_message(), 2)
-    sys.exit(serve(cfg, lambda: load_config(args, os.environ)))
+    printing = invocation.flag("print_config")
+    checking = invocation.flag("check_config")
+    try:
+        cfg = invocation.load(env, need_app=not printing)
+    except (ConfigError, click.ClickException) as exc:
+        message = exc.format_message() if isinstance(exc, click.ClickException) else str(exc)
+        fail(message, 1 if checking else 2)
+    if printing or checking:
+        for warning in cfg.warnings:
+            click.echo(f"prefork: warning: {warning}", err=True)
+    if printing:
+        click.echo(format_config(cfg))
+        if not checking:
+            sys.exit(0)
+    if checking:
+        sys.exit(check_config(cfg))
+    sys.exit(serve(cfg, lambda: invocation.load(env, need_app=True)))
+
+
+def format_config(cfg: Config) -> str:
+    """Every setting as ``name = value`` (a Python literal where it can be) and its source."""
+    rows = [(f"{s.name} = {_show(cfg.get(s.name))}", cfg.sources[s.name]) for s in SETTINGS]
+    width = min(40, max(len(text) for text, _ in rows))
+    return "\n".join(f"{text.ljust(width)}  # {source}" for text, source in rows)
+
+
+def _show(value: Any) -> str:
+    if callable(value):
+        return f"<function {getattr(value, '__qualname__', type(value).__name__)}>"
+    return repr(value)
+
+
+def check_config(cfg: Config) -> int:
+    """Import the application as a worker would; 0 if it loads, 1 otherwise."""
+    from .app import AppNotFound, load_app, prepare_path
+
+    try:
+        prepare_path(cfg.chdir, cfg.pythonpath)
+        load_app(cfg.app_uri)
+    except AppNotFound as exc:
+        click.echo(f"prefork: error: cannot load the application: {exc}", err=True)
+        return 1
+    except (Exception, SystemExit) as exc:
+        text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        click.echo(f"prefork: error: cannot load the application {cfg.app_uri!r}: an "
+                   f"exception was raised while importing it\n{text.rstrip()}", err=True)
+        return 1
+    click.echo(f"prefork: configuration OK; application {cfg.app_uri!r} loaded")
+    return 0
 
 
 def serve(cfg: Config, reload_config: Callable[[], Config] | None = None) -> int:
@@ -125,9 +283,11 @@ def serve(cfg: Config, reload_config: Callable[[], Config] | None = None) -> int
     from .logs import Logger
 
     try:
-        log = Logger(cfg.errorlog, cfg.loglevel, cfg.accesslog)
+        log = Logger.from_config(cfg)
     except OSError as exc:
         fail(f"cannot open log file: {exc.filename}: {exc.strerror}", 1)
+    except ConfigError as exc:
+        fail(str(exc), 2)
     for warning in cfg.warnings:
         log.warning("%s", warning)
     return Arbiter(cfg, log, reload_config=reload_config).run()

@@ -4,23 +4,43 @@
 # whole line per ``os.write`` on a descriptor opened with O_APPEND, so lines
 # from the master and every worker interleave whole and no process ever waits
 # on a lock held by another. Files are reopened on USR1 (for logrotate).
+#
+# Access lines are built by a function compiled once from the format: only the
+# atoms the format uses are computed, and nothing at all is computed when the
+# access log is off (the worker checks ``access_enabled`` before timing a
+# request).
 from __future__ import annotations
 
+import base64
+import datetime
+import json
 import logging
+import logging.config
 import os
+import re
 import sys
 import time
 import traceback
+from collections.abc import Callable, Iterator
 from typing import Any
+
+from .settings import DEFAULT_ACCESS_LOG_FORMAT, ConfigError
 
 ERROR_FORMAT = "[%(asctime)s] [%(process)d] [%(levelname)s] %(message)s"
 DATE_FORMAT = "%Y-%m-%d %H:%M:%S %z"
 
 
 class LineHandler(logging.Handler):
-    """Writes each record as one line with a single ``write(2)``."""
+    """Writes each record as one line with a single ``write(2)``.
 
-    def __init__(self, target: str, default_fd: int) -> None:
+    ``target`` is a file path, opened with O_APPEND, or ``-`` for a duplicate of
+    ``default_fd`` (so that it keeps pointing where that descriptor pointed when
+    the handler was made, even after ``--capture-output`` redirects it).
+    Usable from ``logging.config``: ``{"()": "prefork.logs.LineHandler",
+    "target": "/var/log/app.log"}``.
+    """
+
+    def __init__(self, target: str = "-", default_fd: int = 2) -> None:
         super().__init__()
         self.target = target
         self.default_fd = default_fd
@@ -28,7 +48,7 @@ class LineHandler(logging.Handler):
 
     def _open(self) -> int:
         if self.target == "-":
-            return self.default_fd
+            return os.dup(self.default_fd)
         return os.open(self.target, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
 
     def emit(self, record: logging.LogRecord) -> None:
@@ -40,11 +60,16 @@ class LineHandler(logging.Handler):
 
     def write_line(self, line: str) -> None:
         data = (line + "\n").encode("utf-8", "backslashreplace")
+        if self.fd < 0:
+            # Closed under us: logging.config (e.g. an application's own
+            # dictConfig) closes every existing handler. Like FileHandler, reopen.
+            self.fd = self._open()
         while data:
             written = os.write(self.fd, data)
             data = data[written:]
 
     def reopen(self) -> None:
+        """Open the file again (after logrotate moved it) and switch to it."""
         if self.target == "-":
             return
         new_fd = self._open()
@@ -52,7 +77,7 @@ class LineHandler(logging.Handler):
         os.close(old_fd)
 
     def close(self) -> None:
-        if self.target != "-" and self.fd >= 0:
+        if self.fd >= 0:
             try:
                 os.close(self.fd)
             except OSError:
@@ -61,35 +86,286 @@ class LineHandler(logging.Handler):
         super().close()
 
 
+# --- JSON
+
+
+def iso_time(timestamp: float) -> str:
+    """Local time in ISO 8601 with microseconds and the UTC offset."""
+    stamp = datetime.datetime.fromtimestamp(timestamp).astimezone()
+    return stamp.isoformat(timespec="microseconds")
+
+
+class JSONFormatter(logging.Formatter):
+    """One JSON object per record: ``time``, ``level``, ``pid``, ``logger``,
+    ``message``, ``exception`` when there is one, and for access records the
+    request's fields (see docs/logging.md; these names are a stable interface)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        fields: dict[str, Any] = {
+            "time": iso_time(record.created),
+            "level": record.levelname.lower(),
+            "pid": record.process,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            fields["exception"] = self.formatException(record.exc_info)
+        access = getattr(record, "access", None)
+        if access:
+            fields.update(access)
+        return json.dumps(fields, ensure_ascii=False, default=str)
+
+
+# --- the access log
+
+
+def _quoted(value: str) -> str:
+    return value.replace('"', '\\"') if '"' in value else value
+
+
+def _header(headers: list[tuple[str, str]], name: str) -> str:
+    """A header's value; repeated fields are combined with ", " (RFC 9110 §5.3)."""
+    values = [v for k, v in headers if k.lower() == name]
+    return ", ".join(values) if values else "-"
+
+
+def _environ_value(environ: dict[str, Any], name: str) -> str:
+    value = environ.get(name)
+    if value is None:
+        value = environ.get(name.upper())
+    return "-" if value is None else str(value)
+
+
+def basic_auth_user(environ: dict[str, Any]) -> str | None:
+    auth = environ.get("HTTP_AUTHORIZATION", "")
+    scheme, _, credentials = auth.partition(" ")
+    if scheme.lower() != "basic" or not credentials:
+        return None
+    try:
+        decoded = base64.b64decode(credentials.strip(), validate=True).decode("utf-8", "replace")
+    except ValueError:
+        return None
+    user, sep, _ = decoded.partition(":")
+    return user if sep else None
+
+
+_last_stamp: tuple[int, str] = (-1, "")
+
+
+def clf_time(timestamp: float) -> str:
+    """``[10/Oct/2000:13:55:36 -0700]``, computed once per second."""
+    global _last_stamp
+    second = int(timestamp)
+    if _last_stamp[0] != second:
+        _last_stamp = (second, time.strftime("[%d/%b/%Y:%H:%M:%S %z]", time.localtime(second)))
+    return _last_stamp[1]
+
+
+# Each atom: (req, resp, environ, started, microseconds) -> text.
+Atom = Callable[[Any, Any, dict[str, Any], float, int], str]
+
+ATOMS: dict[str, Atom] = {
+    "h": lambda req, resp, env, t, us: env.get("REMOTE_ADDR") or "-",
+    "l": lambda req, resp, env, t, us: "-",
+    "u": lambda req, resp, env, t, us: _quoted(basic_auth_user(env) or "-"),
+    "t": lambda req, resp, env, t, us: clf_time(t),
+    "r": lambda req, resp, env, t, us: _quoted(req.line),
+    "m": lambda req, resp, env, t, us: req.method,
+    "U": lambda req, resp, env, t, us: _quoted(env.get("PATH_INFO", req.path)),
+    "q": lambda req, resp, env, t, us: _quoted(req.query),
+    "H": lambda req, resp, env, t, us: req.version,
+    "s": lambda req, resp, env, t, us: str(resp.code or 500),
+    "B": lambda req, resp, env, t, us: str(resp.sent),
+    "b": lambda req, resp, env, t, us: str(resp.sent),
+    "f": lambda req, resp, env, t, us: _quoted(env.get("HTTP_REFERER", "-")),
+    "a": lambda req, resp, env, t, us: _quoted(env.get("HTTP_USER_AGENT", "-")),
+    "T": lambda req, resp, env, t, us: str(us // 1_000_000),
+    "M": lambda req, resp, env, t, us: str(us // 1000),
+    "D": lambda req, resp, env, t, us: str(us),
+    "L": lambda req, resp, env, t, us: "%d.%06d" % divmod(us, 1_000_000),
+    "p": lambda req, resp, env, t, us: f"<{os.getpid()}>",
+}
+
+_KEY = re.compile(r"%%|%\(([^)]*)\)")
+
+
+def _atom(key: str) -> Atom:
+    braced = re.fullmatch(r"\{(.*)\}([ioe])", key, re.S)
+    if braced is None:
+        return ATOMS.get(key, lambda req, resp, env, t, us: "-")
+    name, kind = braced.group(1), braced.group(2)
+    if kind == "i":
+        lower = name.lower()
+        return lambda req, resp, env, t, us: _quoted(_header(req.headers, lower))
+    if kind == "o":
+        lower = name.lower()
+        return lambda req, resp, env, t, us: _quoted(_header(resp.headers, lower))
+    return lambda req, resp, env, t, us: _quoted(_environ_value(env, name))
+
+
+AccessFormat = Callable[[Any, Any, dict[str, Any], float, float], str]
+
+
+def compile_access_format(fmt: str) -> AccessFormat:
+    """A function that formats one request with ``fmt`` (Gunicorn's atoms)."""
+    keys = {m.group(1) for m in _KEY.finditer(fmt) if m.group(1) is not None}
+    atoms = [(key, _atom(key)) for key in keys]
+
+    def format_line(req: Any, resp: Any, environ: dict[str, Any], started: float,
+                    duration: float) -> str:
+        us = round(duration * 1_000_000)
+        return fmt % {key: atom(req, resp, environ, started, us) for key, atom in atoms}
+
+    return format_line
+
+
+def access_fields(req: Any, resp: Any, environ: dict[str, Any], started: float,
+                  duration: float) -> dict[str, Any]:
+    """The fields of a JSON access record (documented in docs/logging.md)."""
+    return {
+        "time": iso_time(started),
+        "remote_addr": environ.get("REMOTE_ADDR") or None,
+        "remote_user": basic_auth_user(environ),
+        "method": req.method,
+        "path": environ.get("PATH_INFO", req.path),
+        "query": req.query,
+        "protocol": req.version,
+        "status": resp.code or 500,
+        "bytes": resp.sent,
+        "referer": environ.get("HTTP_REFERER"),
+        "user_agent": environ.get("HTTP_USER_AGENT"),
+        "duration_us": round(duration * 1_000_000),
+    }
+
+
+# --- the server's logs
+
+KINDS = ("error", "access")
+
+
 class Logger:
     """The server's logs: ``log.info(...)`` for the error log, ``log.access``."""
 
-    def __init__(self, errorlog: str = "-", loglevel: str = "info", accesslog: str | None = None) -> None:
+    def __init__(self, errorlog: str = "-", loglevel: str = "info", accesslog: str | None = None,
+                 **options: Any) -> None:
+        """``options`` are the keyword arguments of ``configure``."""
+        # Where standard output and error pointed at start, for "-" targets.
+        self._stdout = _dup_or_devnull(1)
+        self._stderr = _dup_or_devnull(2)
+        self._handlers: list[LineHandler] = []
         self.error_log = logging.getLogger("prefork.error")
         self.access_log = logging.getLogger("prefork.access")
-        self.error_log.propagate = False
-        self.access_log.propagate = False
-        self._handlers: list[LineHandler] = []
-        self._setup(errorlog, loglevel, accesslog)
+        self.access_enabled = False
+        self.capture_output = False
+        self._json = False
+        self._direct: LineHandler | None = None
+        self.configure(errorlog, loglevel, accesslog, **options)
 
-    def _setup(self, errorlog: str, loglevel: str, accesslog: str | None) -> None:
-        for logger in (self.error_log, self.access_log):
+    @classmethod
+    def from_config(cls, cfg: Any) -> Logger:
+        """The logs as the settings say; ``ConfigError`` if a logging config is bad."""
+        return cls(cfg.errorlog, cfg.loglevel, cfg.accesslog, **_options(cfg))
+
+    def configure(
+        self,
+        errorlog: str,
+        loglevel: str,
+        accesslog: str | None,
+        *,
+        access_log_format: str = DEFAULT_ACCESS_LOG_FORMAT,
+        log_format: str = "text",
+        capture_output: bool = False,
+        logconfig: str | None = None,
+        logconfig_dict: dict[str, Any] | None = None,
+        logconfig_json: str | None = None,
+    ) -> None:
+        """(Re)build the handlers; may be called again, e.g. on a reload.
+
+        A user's logging config is applied first (``logging.config`` closes every
+        handler that exists when it runs); prefork's own handlers then go on the
+        loggers it left alone."""
+        self._remove_handlers()
+        self._json = log_format == "json"
+        self._format_access = compile_access_format(access_log_format)
+        loggers = {kind: logging.getLogger(f"prefork.{kind}") for kind in KINDS}
+        for logger in loggers.values():
             for handler in list(logger.handlers):
                 logger.removeHandler(handler)
-                handler.close()
-        self._handlers = []
-        error_handler = LineHandler(errorlog, sys.stderr.fileno())
-        error_handler.setFormatter(logging.Formatter(ERROR_FORMAT, DATE_FORMAT))
-        self.error_log.addHandler(error_handler)
-        self.error_log.setLevel(loglevel.upper())
-        self._handlers.append(error_handler)
-        self.access_enabled = accesslog is not None
-        if accesslog is not None:
-            access_handler = LineHandler(accesslog, sys.stdout.fileno())
-            access_handler.setFormatter(logging.Formatter("%(message)s"))
-            self.access_log.addHandler(access_handler)
-            self._handlers.append(access_handler)
-        self.access_log.setLevel(logging.INFO)
+            logger.propagate = False
+        # As in Gunicorn, the config may override these levels.
+        loggers["error"].setLevel(loglevel.upper())
+        loggers["access"].setLevel(logging.INFO)
+        user_config = any(x is not None for x in (logconfig, logconfig_dict, logconfig_json))
+        touched = {kind: False for kind in KINDS}
+        if user_config:
+            touched = self._apply_user_config(loggers, logconfig, logconfig_dict, logconfig_json)
+        self._error_handler = self._handler(errorlog, self._stderr, error=True)
+        targets = {"error": self._error_handler,
+                   "access": None if accesslog is None else
+                   self._handler(accesslog, self._stdout, error=False)}
+        for kind in KINDS:
+            logger, target = loggers[kind], targets[kind]
+            theirs = _gunicorn_logger(kind) if user_config and not touched[kind] else None
+            if theirs is not None:
+                if theirs.level == logging.NOTSET:
+                    theirs.setLevel(logger.level)
+                logger = theirs
+            elif not touched[kind] and target is not None:
+                logger.addHandler(target)
+            setattr(self, f"{kind}_log", logger)
+        self.access_enabled = (self.access_log.isEnabledFor(logging.INFO)
+                               and self.access_log.hasHandlers())
+        # When the only thing on the access logger is our own handler, lines are
+        # written straight to it: the same result without logging's per-record cost.
+        self._direct = targets["access"] if self.access_log.handlers == [targets["access"]] \
+            and not self._json else None
+        self.capture_output = capture_output
+        if capture_output:
+            self._redirect_output()
+
+    def _handler(self, target: str, default_fd: int, error: bool) -> LineHandler:
+        handler = LineHandler(target, default_fd)
+        if self._json:
+            handler.setFormatter(JSONFormatter())
+        elif error:
+            handler.setFormatter(logging.Formatter(ERROR_FORMAT, DATE_FORMAT))
+        else:
+            handler.setFormatter(logging.Formatter("%(message)s"))
+        self._handlers.append(handler)
+        return handler
+
+    def _apply_user_config(self, loggers: dict[str, logging.Logger], logconfig: str | None,
+                           logconfig_dict: dict[str, Any] | None,
+                           logconfig_json: str | None) -> dict[str, bool]:
+        """Apply the config; say which of prefork's loggers it configured."""
+        # logging.config strips the handlers of every logger it configures (and
+        # of their children), so a marker handler that survives means "left alone".
+        markers = {kind: logging.NullHandler() for kind in KINDS}
+        for kind, marker in markers.items():
+            loggers[kind].addHandler(marker)
+        apply_logging_config(logconfig, logconfig_dict, logconfig_json, self._stdout, self._stderr)
+        touched = {}
+        for kind, marker in markers.items():
+            touched[kind] = marker not in loggers[kind].handlers
+            loggers[kind].removeHandler(marker)
+        return touched
+
+    def _redirect_output(self) -> None:
+        """--capture-output: the process's fds 1 and 2 into the error log."""
+        target = self._error_handler.fd if self._error_handler.target != "-" else self._stderr
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
+        os.dup2(target, 1)
+        os.dup2(target, 2)
+        try:
+            sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
+        except (AttributeError, ValueError):
+            pass
+
+    # --- the error log
 
     def debug(self, msg: str, *args: Any) -> None:
         self.error_log.debug(msg, *args)
@@ -114,6 +390,8 @@ class Logger:
         text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
         self.error_log.error("%s\n%s", msg, text.rstrip())
 
+    # --- the access log
+
     def access(self, req: Any, resp: Any, environ: dict[str, Any], started: float,
                duration: float) -> None:
         """Log one served request. Called only when the access log is enabled.
@@ -123,25 +401,157 @@ class Logger:
         ``status``, ``sent`` body bytes, ``headers``), ``environ`` the WSGI
         environ, ``started`` the wall-clock start and ``duration`` in seconds.
         """
-        self.access_log.info(access_line(req, resp, environ, started))
+        direct = self._direct
+        logger = self.access_log
+        handlers = logger.handlers
+        if (direct is not None and len(handlers) == 1 and handlers[0] is direct
+                and logger.isEnabledFor(logging.INFO) and not direct.filters):
+            direct.write_line(self._format_access(req, resp, environ, started, duration))
+        elif self._json:
+            fields = access_fields(req, resp, environ, started, duration)
+            logger.info("%s", req.line, extra={"access": fields})
+        else:
+            logger.info(self._format_access(req, resp, environ, started, duration))
+
+    # --- files
 
     def reopen_files(self) -> None:
-        for handler in self._handlers:
-            handler.reopen()
+        """Reopen every log file (ours and those of a logging config), e.g. after
+        logrotate moved them; with --capture-output, redirect fds 1 and 2 again."""
+        for handler in _all_handlers(self._handlers):
+            if isinstance(handler, LineHandler):
+                handler.reopen()
+            elif isinstance(handler, logging.FileHandler):
+                _reopen_file_handler(handler)
+        if self.capture_output:
+            self._redirect_output()
 
-    def close(self) -> None:
-        for logger in (self.error_log, self.access_log):
-            for handler in list(logger.handlers):
-                logger.removeHandler(handler)
-                handler.close()
+    def _remove_handlers(self) -> None:
+        for handler in self._handlers:
+            for kind in KINDS:
+                logging.getLogger(f"prefork.{kind}").removeHandler(handler)
+            handler.close()
         self._handlers = []
 
+    def standard_streams_changed(self) -> None:
+        """Fds 1 and 2 now point elsewhere (``--daemon``): make every ``-`` target
+        follow them, and let go of the old ones (a pipe a launcher waits on)."""
+        for saved, fd in ((self._stdout, 1), (self._stderr, 2)):
+            for handler in self._handlers:
+                if handler.target == "-" and handler.default_fd == saved and handler.fd >= 0:
+                    os.dup2(fd, handler.fd, inheritable=False)
+            os.dup2(fd, saved, inheritable=False)
 
-def access_line(req: Any, resp: Any, environ: dict[str, Any], started: float) -> str:
-    """A line in Gunicorn's default access-log format (Common Log + referer, UA)."""
-    stamp = time.strftime("[%d/%b/%Y:%H:%M:%S %z]", time.localtime(started))
-    length = str(resp.sent) if resp.sent else "-"
-    remote = environ.get("REMOTE_ADDR") or "-"
-    referer = environ.get("HTTP_REFERER", "-")
-    agent = environ.get("HTTP_USER_AGENT", "-")
-    return f'{remote} - - {stamp} "{req.line}" {resp.code or 500} {length} "{referer}" "{agent}"'
+    def close(self) -> None:
+        self._remove_handlers()
+        for fd in (self._stdout, self._stderr):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self._stdout = self._stderr = -1
+
+
+def _dup_or_devnull(fd: int) -> int:
+    """A copy of ``fd``; /dev/null when it is closed (as under some supervisors)."""
+    try:
+        return os.dup(fd)
+    except OSError:
+        return os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
+
+
+def _gunicorn_logger(kind: str) -> logging.Logger | None:
+    """Gunicorn's logger of that kind, if a logging config gave it handlers."""
+    logger = logging.Logger.manager.loggerDict.get(f"gunicorn.{kind}")
+    if isinstance(logger, logging.Logger) and logger.hasHandlers():
+        return logger
+    return None
+
+
+def _options(cfg: Any) -> dict[str, Any]:
+    return {name: getattr(cfg, name) for name in (
+        "access_log_format", "log_format", "capture_output", "logconfig", "logconfig_dict",
+        "logconfig_json")}
+
+
+def _all_handlers(own: list[LineHandler]) -> Iterator[logging.Handler]:
+    """Our handlers, and every handler attached to any logger."""
+    seen: set[int] = set()
+    loggers: list[logging.Logger] = [logging.getLogger()]
+    loggers += [lg for lg in logging.Logger.manager.loggerDict.values()
+                if isinstance(lg, logging.Logger)]
+    for handler in [*own, *(h for lg in loggers for h in lg.handlers)]:
+        if id(handler) not in seen:
+            seen.add(id(handler))
+            yield handler
+
+
+def _reopen_file_handler(handler: logging.FileHandler) -> None:
+    handler.acquire()
+    try:
+        if handler.stream is not None:
+            handler.stream.close()
+            handler.stream = handler._open()
+    finally:
+        handler.release()
+
+
+# --- logging.config
+
+
+def apply_logging_config(logconfig: str | None, logconfig_dict: dict[str, Any] | None,
+                         logconfig_json: str | None, stdout_fd: int = 1,
+                         stderr_fd: int = 2) -> None:
+    """Apply the user's logging configuration over prefork's own setup.
+    Errors are ``ConfigError`` naming the setting."""
+    if logconfig is not None:
+        try:
+            logging.config.fileConfig(logconfig, disable_existing_loggers=False, defaults={
+                "__file__": os.path.abspath(logconfig),
+                "here": os.path.dirname(os.path.abspath(logconfig))})
+        except Exception as exc:
+            raise ConfigError(f"--log-config {logconfig}: {_describe(exc)}") from None
+    if logconfig_json is not None:
+        try:
+            with open(logconfig_json, encoding="utf-8") as f:
+                loaded = json.load(f)
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"--log-config-json {logconfig_json}: {_describe(exc)}") from None
+        _apply_dict(loaded, f"--log-config-json {logconfig_json}", stdout_fd, stderr_fd)
+    if logconfig_dict:
+        _apply_dict(logconfig_dict, "--log-config-dict", stdout_fd, stderr_fd)
+
+
+def _apply_dict(config: Any, where: str, stdout_fd: int, stderr_fd: int) -> None:
+    if not isinstance(config, dict):
+        raise ConfigError(f"{where}: expected a dictionary, got {type(config).__name__}")
+    # As Gunicorn does: version 1, existing loggers kept, and the names of its
+    # predefined formatter and handlers usable without defining them.
+    merged: dict[str, Any] = {
+        "version": 1,
+        "disable_existing_loggers": False,
+        **config,
+        "formatters": {
+            "generic": {"format": ERROR_FORMAT, "datefmt": DATE_FORMAT},
+            **config.get("formatters", {}),
+        },
+        "handlers": {
+            "console": {"()": LineHandler, "target": "-", "default_fd": stdout_fd,
+                        "formatter": "generic"},
+            "error_console": {"()": LineHandler, "target": "-", "default_fd": stderr_fd,
+                              "formatter": "generic"},
+            **config.get("handlers", {}),
+        },
+    }
+    try:
+        logging.config.dictConfig(merged)
+    except Exception as exc:
+        raise ConfigError(f"{where}: {_describe(exc)}") from None
+
+
+def _describe(exc: BaseException) -> str:
+    """One line: the innermost cause of a logging.config error."""
+    while exc.__cause__ is not None:
+        exc = exc.__cause__
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -282,6 +282,51 @@ def default_workers(env: Mapping[str, str]) -> int:
     return 1
 
 
+# --- validators for configuration and logging
+
+# Gunicorn's default access-log format, so that parsers written for it keep working.
+DEFAULT_ACCESS_LOG_FORMAT = '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s"'
+
+
+class _AnyAtom(dict[str, str]):
+    def __missing__(self, key: str) -> str:
+        return "-"
+
+
+def access_log_format(value: Any) -> str:
+    text = string(value)
+    try:
+        text % _AnyAtom()
+    except (ValueError, TypeError, KeyError) as exc:
+        raise ValueError(f"invalid access log format {text!r}: {exc}") from None
+    return text
+
+
+def optional_file(value: Any) -> str | None:
+    if value is None:
+        return None
+    path = string(value)
+    if not os.path.isfile(path):
+        raise ValueError(f"no such file: {path}")
+    return path
+
+
+def log_config_dict(value: Any) -> dict[str, Any] | None:
+    """A dictConfig dictionary, or JSON text holding one (from the command line)."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        import json
+
+        try:
+            value = json.loads(value)
+        except ValueError as exc:
+            raise ValueError(f"not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"expected a dictionary, got {type(value).__name__}")
+    return value
+
+
 # --- the table
 
 
@@ -324,10 +369,11 @@ SETTINGS: list[Setting] = [
     _s("config", "Config file", ("-c", "--config"), optional_string, None,
        """A Python config file (``path/to/prefork.conf.py``) or module
        (``python:package.module``) whose module-level names set settings and server
-       hooks. Defaults to ``./prefork.conf.py`` when that file exists. Command-line
-       options and ``PREFORK_CMD_ARGS`` override values from the file.""",
+       hooks. Defaults to ``./prefork.conf.py`` when that file exists, else to
+       ``./gunicorn.conf.py`` when that one does. Command-line options and
+       ``PREFORK_CMD_ARGS`` override values from the file.""",
        example="-c /etc/prefork/prefork.conf.py", metavar="CONFIG",
-       default_doc="./prefork.conf.py if it exists", from_file=False),
+       default_doc="./prefork.conf.py, else ./gunicorn.conf.py, if it exists", from_file=False),
     _s("bind", "Server socket", ("-b", "--bind"), bind_list, default_bind,
        """Where to listen: ``HOST:PORT``, ``[IPV6]:PORT``, ``unix:PATH`` or ``fd://N``
        (an already-open listening socket, e.g. from a supervisor). Repeat the flag to
@@ -490,6 +536,57 @@ SETTINGS: list[Setting] = [
     # ----- end of process supervision settings -----
 
     # ----- Configuration and logging -----
+    _s("wsgi_app", "Config file", (), optional_string, None,
+       """The application, as in the APP_MODULE argument (``module:callable``), for
+       a config file to name it. The APP_MODULE argument, when given, wins.""",
+       example='wsgi_app = "myproject.wsgi:application"', default_doc="none"),
+    _s("print_config", "Config file", ("--print-config",), boolean, False,
+       """Print the effective value of every setting, and where it came from (default,
+       config file and line, environment variable or command line), then exit.""",
+       example="--print-config", is_flag=True, from_file=False),
+    _s("check_config", "Config file", ("--check-config",), boolean, False,
+       """Load the configuration and import the application, then exit: status 0 if
+       both are fine, 1 with the error otherwise. For a CI step or a systemd
+       ``ExecStartPre``.""",
+       example="--check-config", is_flag=True, from_file=False),
+    _s("access_log_format", "Logging", ("--access-logformat",), access_log_format,
+       DEFAULT_ACCESS_LOG_FORMAT,
+       """The format of access-log lines, with Gunicorn's atoms, each written
+       ``%(NAME)s``: ``h l u t r m U q H s B b f a T M D L p``, ``{header}i``,
+       ``{header}o`` and ``{variable}e`` (docs/logging.md says what each is). The
+       default is Gunicorn's, so existing log parsers keep working. Not used with
+       ``--log-format json``.""",
+       example="--access-logformat '%(h)s \"%(r)s\" %(s)s %(D)s'", metavar="FORMAT"),
+    _s("log_format", "Logging", ("--log-format",), choice("text", "json"), "text",
+       """``text`` writes the usual lines; ``json`` writes both logs as one JSON object
+       per line, with stable field names (see docs/logging.md), for log pipelines.""",
+       example="--log-format json", metavar="text|json"),
+    _s("capture_output", "Logging", ("--capture-output",), boolean, False,
+       """Send what the application prints (its standard output and standard error)
+       into the error log: the error-log file, or standard error when the error log
+       is ``-``.""",
+       example="--capture-output", is_flag=True),
+    _s("logconfig", "Logging", ("--log-config",), optional_file, None,
+       """A ``logging.config`` INI file applied after prefork's own logging setup, for
+       full control of handlers and formats. Configure the loggers ``prefork.error``
+       and ``prefork.access`` (or Gunicorn's ``gunicorn.error`` and
+       ``gunicorn.access``).""",
+       example="--log-config /etc/prefork/logging.ini", metavar="FILE", default_doc="none"),
+    _s("logconfig_dict", "Logging", ("--log-config-dict",), log_config_dict, None,
+       """A ``logging.config.dictConfig`` dictionary (JSON text on the command line),
+       applied after prefork's own setup. As in Gunicorn, ``version`` defaults to 1,
+       existing loggers are kept, and the formatter ``generic`` and the handlers
+       ``console`` (standard output) and ``error_console`` (standard error) are
+       predefined.""",
+       example=('--log-config-dict \'{"formatters": {"short": {"format": "%(levelname)s '
+                '%(message)s"}}, "handlers": {"err": {"class": "logging.StreamHandler", '
+                '"formatter": "short"}}, "loggers": {"prefork.error": {"handlers": ["err"]}}}\''),
+       metavar="JSON", default_doc="none"),
+    _s("logconfig_json", "Logging", ("--log-config-json",), optional_file, None,
+       """A JSON file holding a ``logging.config.dictConfig`` dictionary; read like
+       ``--log-config-dict``.""",
+       example="--log-config-json /etc/prefork/logging.json", metavar="FILE",
+       default_doc="none"),
 
     # ----- end of configuration and logging settings -----
 
@@ -503,6 +600,17 @@ SETTINGS: list[Setting] = [
 ]
 
 BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
+# The names a config file may use: each setting's own, and Gunicorn's where it differs.
+BY_CONFIG_NAME: dict[str, Setting] = {
+    **{s.gunicorn: s for s in SETTINGS if s.gunicorn}, **BY_NAME,
+}
+
+
+def unsupported_gunicorn_names() -> set[str]:
+    """Gunicorn's settings that no setting of the table stands for (yet)."""
+    from .compat import GUNICORN_SETTINGS
+
+    return set(GUNICORN_SETTINGS) - set(BY_CONFIG_NAME)
 
 
 class Config:
@@ -511,7 +619,7 @@ class Config:
     def __init__(self, values: dict[str, Any], sources: dict[str, str], app_uri: str = "") -> None:
         self._values = values
         self.sources = sources
-        self.app_uri = app_uri
+        self.app_uri = app_uri or values.get("wsgi_app") or ""
         self.warnings: list[str] = []  # found while loading, logged once a logger exists
 
     def __getattr__(self, name: str) -> Any:
@@ -543,6 +651,9 @@ def validate_value(setting: Setting, value: Any, where: str) -> Any:
         raise ConfigError(f"{where}: {exc}") from None
 
 
+COMMAND_LINE = "command line"
+
+
 @dataclass
 class Layer:
     """Settings from one source: a config file, an environment variable, the CLI."""
@@ -550,17 +661,27 @@ class Layer:
     source: str
     values: dict[str, Any]
     path: str = ""  # the config file, if the layer is one
-    lines: dict[str, int] = field(default_factory=dict)  # config name -> line
+    lines: dict[str, int] = field(default_factory=dict)  # setting name -> line
 
     def where(self, setting: Setting) -> str:
+        """How an error message names the setting in this source."""
         if self.path:
             line = self.lines.get(setting.name)
             return f"{self.path}:{line}: {setting.name}" if line else f"{self.path}: {setting.name}"
-        return setting.option_name
+        name = setting.option_name if setting.flags else setting.name
+        return name if self.source == COMMAND_LINE else f"{self.source}: {name}"
+
+    def describe(self, setting: Setting) -> str:
+        """Where the value of ``setting`` came from, for --print-config."""
+        line = self.lines.get(setting.name)
+        return f"{self.source}:{line}" if line else self.source
 
 
 def build_config(layers: list[Layer], env: Mapping[str, str], app_uri: str = "") -> Config:
-    """Merge layers, lowest precedence first, over the defaults."""
+    """Merge layers, lowest precedence first, over the defaults. ``app_uri``, when
+    given, is the APP_MODULE argument: it overrides ``wsgi_app``."""
+    if app_uri:
+        layers = [*layers, Layer(COMMAND_LINE, {"wsgi_app": app_uri})]
     values: dict[str, Any] = {}
     sources: dict[str, str] = {}
     for setting in SETTINGS:
@@ -570,8 +691,8 @@ def build_config(layers: list[Layer], env: Mapping[str, str], app_uri: str = "")
         for name, value in layer.values.items():
             setting = BY_NAME[name]
             values[name] = validate_value(setting, value, layer.where(setting))
-            sources[name] = layer.source
-    return Config(values, sources, app_uri)
+            sources[name] = layer.describe(setting)
+    return Config(values, sources)
 
 
 # --- config files
@@ -579,34 +700,53 @@ def build_config(layers: list[Layer], env: Mapping[str, str], app_uri: str = "")
 
 def load_config_file(path: str) -> tuple[Layer, list[str]]:
     """Run a Python config file; its module-level names that match settings set
-    them. Returns the layer and warnings about names that match no setting."""
+    them. Returns the layer and warnings about names that set nothing."""
     if path.startswith("python:"):
         namespace, filename = _config_module(path[len("python:"):])
     else:
         namespace, filename = _exec_config_file(path)
     lines = _assignment_lines(filename) if filename else {}
     values: dict[str, Any] = {}
+    value_lines: dict[str, int] = {}
     warnings: list[str] = []
     for name, value in namespace.items():
         if name.startswith("_") or _is_imported(value, namespace):
             continue
-        setting = BY_NAME.get(name)
+        setting = BY_CONFIG_NAME.get(name)
         if setting is not None and setting.from_file:
-            values[name] = value
-        else:
-            line = lines.get(name)
-            at = f"{filename or path}:{line}" if line else (filename or path)
-            warnings.append(f"{at}: {unknown_setting_message(name)}")
-    return Layer(f"config file {filename or path}", values, filename or path, lines), warnings
+            values[setting.name] = value
+            if name in lines:
+                value_lines[setting.name] = lines[name]
+            continue
+        line = lines.get(name)
+        at = f"{filename or path}:{line}" if line else (filename or path)
+        warnings.append(f"{at}: {ignored_name_message(name)}")
+    source = f"config file {filename or path}"
+    return Layer(source, values, filename or path, value_lines), warnings
 
 
-def unknown_setting_message(name: str) -> str:
+def ignored_name_message(name: str) -> str:
+    """Why a name in a config file sets nothing."""
     import difflib
 
+    setting = BY_CONFIG_NAME.get(name)
+    if setting is not None:
+        return (f"setting {name!r} cannot be set in a config file (use "
+                f"{setting.option_name} on the command line); ignored")
+    if name in unsupported_gunicorn_names():
+        return gunicorn_unsupported_message(name)
     known = [s.name for s in SETTINGS if s.from_file]
     close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
     hint = f"; did you mean {close[0]!r}?" if close else ""
     return f"unknown setting {name!r} ignored{hint}"
+
+
+def gunicorn_unsupported_message(name: str, flag: str = "") -> str:
+    from .compat import GUNICORN_SETTINGS
+
+    what = f"option {flag} ({name})" if flag else f"setting {name!r}"
+    note = GUNICORN_SETTINGS[name].note
+    return f"Gunicorn {what} is not supported by prefork yet; ignored" + (f". {note}" if note else "")
 
 
 def _exec_config_file(path: str) -> tuple[dict[str, Any], str]:

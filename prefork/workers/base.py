@@ -122,7 +122,6 @@ class Worker:
         _set_parent_death_signal(signal.SIGTERM)
         if os.getppid() != self.ppid:  # the master died before we could ask
             raise SystemExit(EXIT_OK)
-        signal.set_wakeup_fd(-1)
         for sig in (signal.SIGTTIN, signal.SIGTTOU, signal.SIGWINCH, signal.SIGUSR2):
             signal.signal(sig, signal.SIG_IGN)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
@@ -133,6 +132,8 @@ class Worker:
         signal.signal(signal.SIGQUIT, self._on_quit)
         signal.signal(signal.SIGABRT, self._on_abort)
         signal.signal(signal.SIGUSR1, self._on_usr1)
+        # The master blocked these around fork(); what arrived since is delivered now.
+        signal.pthread_sigmask(signal.SIG_SETMASK, set())
 
     def _drop_privileges(self) -> None:
         uid, gid = self.cfg.user, self.cfg.group
