@@ -61,7 +61,13 @@ class Worker:
         self.booted = 0.0
         timeout = cfg.timeout
         self.beat_interval = min(1.0, timeout / 4) if timeout else 1.0
-        self.limits = Limits()
+        self.limits = Limits(
+            request_line=cfg.limit_request_line,
+            fields=cfg.limit_request_fields,
+            field_size=cfg.limit_request_field_size,
+            body=cfg.limit_request_body,
+            header_map=cfg.header_map,
+        )
         self.server_lines = f"Server: {SERVER_SOFTWARE}\r\n"
 
     # --- life cycle, in the child
