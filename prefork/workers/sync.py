@@ -43,6 +43,10 @@ RECV_SIZE = 65536
 # with unread data makes the kernel send a RST, and a RST can make the client
 # drop the response it has not read yet (RFC 9112 §9.6).
 LINGER_SECONDS = 1.0
+# A kept connection is not closed for a newcomer sooner than this after its
+# response was sent: a client busy with a sequence of requests sends the next
+# one within this time, and closing under it would lose that request.
+KEEPALIVE_GRACE = 0.02
 LINGER_BYTES = 256 * 1024
 # BSD kernels give accepted sockets the listener's O_NONBLOCK; Linux does not.
 _ACCEPTED_NONBLOCKING = not sys.platform.startswith("linux")
@@ -255,13 +259,15 @@ class SyncWorker(Worker):
 
     def wait_for_next(self, conn: socket.socket) -> bool:
         """Idle between requests: True when the client sends first; False on
-        timeout, on stop, or as soon as a new connection is waiting."""
+        timeout, on stop, or when a new connection is waiting."""
         poller = select.poll()
         client = conn.fileno()
         poller.register(client, select.POLLIN)
         for fd in self.listener_fds:
             poller.register(fd, select.POLLIN)
-        deadline = time.monotonic() + self.keepalive
+        now = time.monotonic()
+        deadline = now + self.keepalive
+        grace_end = now + KEEPALIVE_GRACE
         slice_ms = self.beat_interval * 1000
         while self.alive:
             remaining = (deadline - time.monotonic()) * 1000
@@ -280,8 +286,27 @@ class SyncWorker(Worker):
                 continue
             # The client first: it may already have sent its next request,
             # whose response will say "close" if someone is still waiting.
-            return any(fd == client for fd, _ in events)
+            if any(fd == client for fd, _ in events):
+                return True
+            return self._client_speaks(conn, grace_end)
         return False
+
+    def _client_speaks(self, conn: socket.socket, grace_end: float) -> bool:
+        """A new connection is waiting: give the kept client what is left of
+        its grace period to send its next request, else close the idle
+        connection. A client that just read its response may be sending its
+        next request right now; closing under it would lose that request."""
+        wait_ms = (grace_end - time.monotonic()) * 1000
+        if wait_ms > 0:
+            poller = select.poll()
+            poller.register(conn.fileno(), select.POLLIN)
+            if poller.poll(wait_ms):
+                return True
+        try:  # a last look, just before the close
+            conn.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            return False
+        return True  # data, or the client's EOF: read_head sorts it out
 
     def _nobody_waiting(self) -> bool:
         """The keep-alive test made when a response head is written."""
