@@ -2,9 +2,10 @@
 # into compiled regular expressions. Strategy: a request head is decoded once
 # as latin-1 (every byte maps to one code point, so nothing is lost and the
 # patterns stay byte-exact); the request line is matched by one pattern and
-# the whole header block is validated by a single ``fullmatch`` before one
-# ``findall`` extracts the fields. Python never loops over characters; the
-# only Python-level loop is over the (few) extracted fields. Chunked-body
+# the whole header block is validated by a single ``fullmatch``. Fields are
+# then cut out of the valid block with ``str.split``/``partition`` (measured
+# faster than a ``findall`` with a lazy value group). Python never loops over
+# characters; the only Python-level loop is over the (few) fields. Chunked-body
 # patterns are compiled for bytes, so chunk-size lines are never decoded.
 from __future__ import annotations
 
@@ -35,11 +36,8 @@ REQUEST_LINE = re.compile(r"(" + TOKEN + r") ([!-~]+) HTTP/([0-9])\.([0-9])\r\n"
 
 # RFC 9112 §5: field-line = field-name ":" OWS field-value OWS
 # RFC 9110 §5.1: field-name = token
-# Used only on a block FIELD_BLOCK has validated, so it can be simple: the
-# value is lazy so that trailing OWS stays out of it.
-FIELD_LINES = re.compile(r"(" + TOKEN + r"):" + OWS + r"(" + FIELD_VALUE_CHARS + r"*?)" + OWS + r"\r\n")
-
-# One pass over a whole block of field lines, each ending in CRLF. A line that
+# One pass over a whole block of field lines, each ending in CRLF. The value
+# may end in OWS; it is stripped when the fields are cut out. A line that
 # starts with SP/HTAB (obs-fold, RFC 9112 §5.2), whitespace between name and
 # colon (RFC 9112 §5.1), a bare CR or LF (RFC 9112 §2.2) or any control byte in
 # a value (RFC 9110 §5.5) makes the whole block fail.
