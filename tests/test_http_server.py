@@ -678,3 +678,15 @@ def test_keep_alive_and_sendfile_over_a_unix_socket(tmp_path, data_file):
             assert c.request(get("/hello")).body == b"hello"
             resp = c.request(get(f"/file?path={data_file}"))
             assert resp.body == data_file.read_bytes()
+
+
+def test_keep_alive_yields_across_several_listeners(tmp_path):
+    first, second = tmp_path / "a.sock", tmp_path / "b.sock"
+    with serve("http_apps:router", 1, cwd=APPS, keepalive=30, bind=[f"unix:{first}", f"unix:{second}"]):
+        with Conn(0, family=socket.AF_UNIX, address=str(first)) as a:
+            assert a.request(get("/hello")).header("Connection") is None  # kept
+            started = time.monotonic()
+            with Conn(0, family=socket.AF_UNIX, address=str(second)) as b:
+                assert b.request(get("/hello")).body == b"hello"
+            assert time.monotonic() - started < 2
+            assert a.closed_by_server(timeout=1)
