@@ -183,7 +183,7 @@ def _check_incomplete(buf: bytes | bytearray, start: int, limits: Limits) -> Non
         # The request line is complete: judge it now rather than wait for
         # the rest of a head that will be refused anyway.
         _request_line(buf[start:line_end + 2].decode("latin-1"))
-    if len(buf) - start > limits.max_head:
+    if len(buf) - start > limits.max_head + 4:  # +4: the empty line may have begun
         raise HeaderFieldsTooLarge("request head too large")
     if grammar.BAD_LINE_BYTES.search(buf, start):
         raise BadRequest("bare CR or LF, or NUL, in the request head")

@@ -267,7 +267,7 @@ class SyncWorker(Worker):
             poller.register(fd, select.POLLIN)
         now = time.monotonic()
         deadline = now + self.keepalive
-        grace_end = now + KEEPALIVE_GRACE
+        grace_end = now + min(KEEPALIVE_GRACE, self.keepalive)
         slice_ms = self.beat_interval * 1000
         while self.alive:
             remaining = (deadline - time.monotonic()) * 1000
