@@ -433,7 +433,45 @@ SETTINGS: list[Setting] = [
        example="--access-logfile -", metavar="FILE", default_doc="off"),
 
     # ----- HTTP protocol: limits, keep-alive, header handling -----
-
+    _s("limit_request_line", "HTTP protocol", ("--limit-request-line",), nonneg_int, 4094,
+       """The longest request line (method, target and version) accepted, in bytes; a
+       longer one is answered ``414 URI Too Long``. 0 means no limit of its own (the
+       whole request head stays bounded, see ``docs/http.md``). Unlike Gunicorn,
+       values above 8190 are allowed, for applications with long query strings.""",
+       example="--limit-request-line 8190", metavar="BYTES"),
+    _s("limit_request_fields", "HTTP protocol", ("--limit-request-fields",), nonneg_int, 100,
+       """The most header fields a request may have; more are answered ``431 Request
+       Header Fields Too Large``. 0 means no limit of its own.""",
+       example="--limit-request-fields 200", metavar="INT"),
+    _s("limit_request_field_size", "HTTP protocol",
+       ("--limit-request-field_size", "--limit-request-field-size"), nonneg_int, 8190,
+       """The largest header field (name, colon, space and value) a request may have, in
+       bytes; a larger one is answered ``431 Request Header Fields Too Large``. 0 means
+       no limit of its own. The flag is spelled as in Gunicorn; ``--limit-request-field-size``
+       is accepted too.""",
+       example="--limit-request-field_size 16380", metavar="BYTES"),
+    _s("limit_request_body", "HTTP protocol", ("--limit-request-body",), nonneg_int, 0,
+       """The largest request body accepted, in bytes. A larger ``Content-Length`` is
+       answered ``413 Content Too Large`` before the application is called, and a chunked
+       body that grows past the limit is cut off with ``413``. 0 means no limit (the
+       application decides, as with Gunicorn). Like nginx's ``client_max_body_size``.""",
+       example="--limit-request-body 10485760", metavar="BYTES", default_doc="0 (no limit)"),
+    _s("keepalive", "HTTP protocol", ("--keep-alive",), nonneg_float, 2,
+       """How many seconds a worker waits for the next request on a persistent
+       (keep-alive) connection. A sync worker keeps a connection only while no other
+       client is waiting to be accepted, so keep-alive never makes a client wait for an
+       idle one (see ``docs/http.md``). 0 disables keep-alive: every response closes its
+       connection.""",
+       example="--keep-alive 5", metavar="SECONDS"),
+    _s("header_map", "HTTP protocol", ("--header-map",), choice("drop", "refuse", "dangerous"),
+       "drop",
+       """What to do with request header names that contain ``_``. In the WSGI environ
+       ``X-Forwarded-For`` and ``X_Forwarded_For`` would both become
+       ``HTTP_X_FORWARDED_FOR``, so a client could spoof a header a proxy sets. ``drop``
+       (the default) leaves such headers out of the environ, ``refuse`` answers the
+       request with ``400``, ``dangerous`` passes them on (both spellings are then joined
+       with a comma).""",
+       example="--header-map refuse", metavar="drop|refuse|dangerous"),
     # ----- end of HTTP protocol settings -----
 
     # ----- Process supervision: signals, recycling, hooks, process settings -----

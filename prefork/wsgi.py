@@ -4,11 +4,14 @@
 # body's framing and reads through a ``recv`` callable the worker supplies;
 # ``Response`` decides the framing of what the application returns and sends
 # the head and a one-chunk body in a single ``sendall``. No socket is created
-# or configured here: the worker hands in the callables that do I/O.
+# or configured here: the worker hands in the callables that do I/O, and a
+# ``keep_check`` that says, when the head is written, whether the connection
+# may stay open.
 from __future__ import annotations
 
 import io
 import os
+import stat
 from collections.abc import Callable, Iterable
 from types import TracebackType
 from typing import Any
@@ -19,11 +22,15 @@ from .http import response as http_response
 from .http.body import ChunkedBody, LengthBody
 from .http.errors import HTTPError
 from .http.request import Request
+from .http.response import InvalidResponse
 
 ExcInfo = tuple[type[BaseException], BaseException, TracebackType]
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 Recv = Callable[[int], bytes]
 SendAll = Callable[[bytes], Any]
+# sendfile(head, fd, offset, count) -> bytes of the file sent; the head is
+# sent first, in the same TCP segment as the file's start when possible.
+SendFile = Callable[[bytes, int, int, int], int]
 
 READ_SIZE = 65536
 
@@ -47,16 +54,24 @@ class FileWrapper:
         raise StopIteration
 
     def fileno(self) -> int | None:
-        """The file descriptor, if the wrapped object is a real file."""
+        """The descriptor of a regular file, or None (then blocks are read)."""
         try:
             fd = self.filelike.fileno()
-        except (AttributeError, OSError, io.UnsupportedOperation):
-            return None
-        return fd if isinstance(fd, int) and fd >= 0 else None
+            if isinstance(fd, int) and fd >= 0 and stat.S_ISREG(os.fstat(fd).st_mode):
+                return fd
+        except (AttributeError, OSError, io.UnsupportedOperation, ValueError):
+            pass
+        return None
 
 
 class Input:
-    """``wsgi.input``: the request body, bounded by its framing."""
+    """``wsgi.input``: the request body, bounded by its framing.
+
+    Reads go through ``recv``; payload the application has not read yet
+    waits in a buffer. A protocol error met while reading is kept in
+    ``error``: it decides the response status, whatever the application
+    made of the exception.
+    """
 
     __slots__ = ("_recv", "_body", "_buf", "_continue", "error")
 
@@ -69,21 +84,31 @@ class Input:
     ) -> None:
         self._recv = recv
         self._body = body
-        self._buf = bytearray(body.feed(initial) if initial else b"")
-        self._continue = send_continue
-        # A protocol error met while reading the body: it decides the response
-        # status whatever the application made of the exception.
+        self._buf = bytearray()
         self.error: HTTPError | None = None
+        # "100 Continue" is sent on the first read that needs the network,
+        # and only if the client is waiting for it (RFC 9110 §10.1.1): not
+        # once some of the body has arrived anyway.
+        self._continue = None
+        if initial:
+            try:
+                self._buf += body.feed(initial)
+            except HTTPError as exc:
+                self.error = exc
+        elif not body.done:
+            self._continue = send_continue
 
     @property
     def body(self) -> LengthBody | ChunkedBody:
         return self._body
 
-    def _fill(self) -> bool:
-        """Read more payload into the buffer; False once the body is complete."""
+    def _more(self) -> bytes | None:
+        """More payload from the network (maybe b""); None once the body is complete."""
+        if self.error is not None:
+            raise self.error
         body = self._body
         if body.done:
-            return False
+            return None
         if self._continue is not None:
             send, self._continue = self._continue, None
             send()
@@ -91,22 +116,25 @@ class Input:
             data = self._recv(READ_SIZE)
             if not data:
                 body.eof()
-            self._buf += body.feed(data)
+            return body.feed(data)
         except HTTPError as exc:
             self.error = exc
             raise
-        return True
 
     def read(self, size: int | None = -1) -> bytes:
         buf = self._buf
         if size is None or size < 0:
-            while self._fill():
-                pass
-            data = bytes(buf)
+            parts = [bytes(buf)] if buf else []
             buf.clear()
-            return data
-        while len(buf) < size and self._fill():
-            pass
+            while (more := self._more()) is not None:
+                if more:
+                    parts.append(more)
+            return b"".join(parts) if len(parts) != 1 else parts[0]
+        while len(buf) < size:
+            more = self._more()
+            if more is None:
+                break
+            buf += more
         data = bytes(buf[:size])
         del buf[:size]
         return data
@@ -116,17 +144,19 @@ class Input:
         limit = -1 if size is None else size
         start = 0
         while True:
-            end = buf.find(b"\n", start)
-            if end >= 0:
-                end += 1
+            newline = buf.find(b"\n", start)
+            if newline >= 0:
+                end = newline + 1
                 break
             if 0 <= limit <= len(buf):
                 end = limit
                 break
             start = len(buf)
-            if not self._fill():
+            more = self._more()
+            if more is None:
                 end = len(buf)
                 break
+            buf += more
         if 0 <= limit < end:
             end = limit
         data = bytes(buf[:end])
@@ -154,17 +184,36 @@ class Input:
             raise StopIteration
         return line
 
+    def reusable(self, budget: int) -> bool:
+        """Whether the next request can follow on this connection: the body
+        is complete, or what is left of it can be read and discarded within
+        ``budget`` bytes (a chunked body is tried; ``drain`` says if it fit).
+        A client still waiting for "100 Continue" may or may not send its
+        body now, so its connection is not reusable."""
+        body = self._body
+        if self.error is not None:
+            return False
+        if body.done:
+            return True
+        if self._continue is not None:
+            return False
+        if type(body) is LengthBody:
+            return body.remaining <= budget
+        return True
+
     def drain(self, budget: int) -> bool:
         """Discard up to ``budget`` unread body bytes; True if the body ended."""
         self._continue = None  # never invite a body we are about to discard
         self._buf.clear()
-        while not self._body.done:
-            if budget <= 0:
+        body = self._body
+        while not body.done:
+            if budget <= 0 or self.error is not None:
                 return False
             data = self._recv(READ_SIZE)
             if not data:
                 return False
-            budget -= len(self._body.feed(data))
+            budget -= len(data)
+            body.feed(data)
         return True
 
     def leftover(self) -> bytes:
@@ -222,15 +271,16 @@ def base_environ(
     }
 
 
+# field name as received -> environ key; bounded, filled as names are seen.
 _header_keys: dict[str, str] = {}
 
 
 def _environ_key(name: str) -> str:
-    key = _header_keys.get(name)
-    if key is None:
-        key = "HTTP_" + name.upper().replace("-", "_")
-        if len(_header_keys) < 1024:
-            _header_keys[name] = key
+    key = "HTTP_" + name.upper().replace("-", "_")
+    if key == "HTTP_CONTENT_TYPE" or key == "HTTP_CONTENT_LENGTH":
+        key = key[5:]  # PEP 3333: these two have no HTTP_ prefix
+    if len(_header_keys) < 1024:
+        _header_keys[name] = key
     return key
 
 
@@ -258,19 +308,18 @@ def build_environ(
     if script_name and path.startswith(script_name):
         path = path[len(script_name):]
     environ["PATH_INFO"] = path
+    keys = _header_keys
     for name, value in req.headers:
-        key = _environ_key(name)
-        if key == "HTTP_CONTENT_TYPE":
-            environ["CONTENT_TYPE"] = value
-        elif key == "HTTP_CONTENT_LENGTH":
-            environ["CONTENT_LENGTH"] = value
-        elif key in environ:
+        key = keys.get(name) or _environ_key(name)
+        if key in environ:
             sep = "; " if key == "HTTP_COOKIE" else ","
             environ[key] = environ[key] + sep + value
         else:
             environ[key] = value
     host = req.host
     if host:
+        if req.target[0] != "/":
+            environ["HTTP_HOST"] = host  # absolute-form: the target's authority wins
         name, port = _split_host(host, base["wsgi.url_scheme"])
         environ["SERVER_NAME"] = name
         environ["SERVER_PORT"] = port
@@ -296,22 +345,37 @@ def _split_host(host: str, scheme: str) -> tuple[str, str]:
     return result
 
 
+# Unread request body up to this many bytes is read and discarded after the
+# response so the connection can carry the next request; beyond it, or for a
+# client still waiting for "100 Continue", the connection is closed instead.
+DRAIN_BUDGET = 256 * 1024
+
+
 class Response:
-    """What the application answers, framed and sent over one connection."""
+    """What the application answers, framed and sent over one connection.
+
+    ``keep_alive`` says whether the worker is willing to keep the connection
+    (the client asked for it, the worker is not stopping); ``keep_check``,
+    called once when the head is written, may still say no (the sync worker
+    does when other clients are waiting). After ``finish``, ``keep_alive``
+    tells whether the connection may carry another request, and
+    ``must_close``/``problem`` whether the body broke its framing.
+    """
 
     __slots__ = (
         "req", "sendall", "sendfile", "status", "headers", "code", "head_sent",
-        "sent", "keep_alive", "_chunked", "_length", "_body_ok", "_server_lines",
-        "must_close", "input",
+        "sent", "keep_alive", "keep_check", "_chunked", "_length", "_body_ok",
+        "_server_lines", "must_close", "problem", "input", "error",
     )
 
     def __init__(
         self,
         req: Request,
         sendall: SendAll,
-        sendfile: Callable[[int, int, int], int] | None,
+        sendfile: SendFile | None,
         keep_alive: bool,
         server_lines: str,
+        keep_check: Callable[[], bool] | None = None,
     ) -> None:
         self.req = req
         self.sendall = sendall
@@ -322,14 +386,15 @@ class Response:
         self.head_sent = False
         self.sent = 0  # body bytes sent
         self.keep_alive = keep_alive
+        self.keep_check = keep_check
         self._chunked = False
         self._length: int | None = None
         self._body_ok = True
         self._server_lines = server_lines
-        # Set when the body could not be framed as promised: the connection
-        # must be closed after this response.
         self.must_close = False
+        self.problem = ""  # why the body broke its framing, for the log
         self.input: Input | None = None
+        self.error: InvalidResponse | None = None  # from start_response
 
     def start_response(
         self,
@@ -345,53 +410,73 @@ class Response:
                 exc_info = None  # avoid a reference cycle (PEP 3333)
         elif self.status is not None:
             raise AssertionError("start_response called a second time without exc_info")
-        self.code = http_response.status_code(status)
-        if type(headers) is not list:
-            raise http_response.InvalidResponse("response headers must be a list")
+        try:
+            self.code = http_response.status_code(status)
+            if type(headers) is not list:
+                raise InvalidResponse("response headers must be a list")
+        except InvalidResponse as exc:
+            self.error = exc  # decides the response even if the app swallows it
+            raise
+        self.error = None
         self.status = status
         self.headers = headers
         return self.write
 
     def _head(self, body_length: int | None) -> bytes:
-        """Serialise the head; ``body_length`` is known when the body is one chunk."""
+        """Serialise the head; ``body_length`` is known when the body is one piece."""
         if self.input is not None and self.input.error is not None:
             raise self.input.error
+        if self.error is not None:
+            raise self.error
         if self.status is None:
-            raise AssertionError("the application did not call start_response")
+            raise InvalidResponse("the application returned without calling start_response")
         code = self.code
+        req = self.req
         fields = http_response.check_fields(self.headers)
-        if fields.close:
-            self.keep_alive = False
-        method = self.req.method
-        self._body_ok = body_ok = http_response.body_allowed(code, method)
+        body_ok = self._body_ok = http_response.body_allowed(code, req.method)
         lines = fields.lines
         length = fields.content_length
         if not http_response.length_allowed(code):
             length = None
-        elif length is None and body_length is not None and (body_ok or method == "HEAD"):
-            length = body_length
+        elif length is None and body_length is not None and (
+            body_ok or (body_length and req.method == "HEAD")
+        ):
+            length = body_length  # for HEAD: what GET would have sent
+        if length is not None:
             lines += f"Content-Length: {length}\r\n"
-        elif length is not None:
-            lines += f"Content-Length: {length}\r\n"
+        keep = self.keep_alive and not fields.close and code >= 200 and self._may_keep()
         if body_ok:
             self._length = length
             if length is None:
-                if self.keep_alive and self.req.version == "HTTP/1.1":
+                if keep and req.version == "HTTP/1.1":
                     self._chunked = True
                     lines += "Transfer-Encoding: chunked\r\n"
                 else:
-                    self.keep_alive = False
-        if code < 200:
-            self.keep_alive = False  # interim responses from the app are not supported
-        if self.keep_alive:
-            connection = "Connection: keep-alive\r\n" if self.req.version == "HTTP/1.0" else ""
+                    keep = False  # the end of the body is the end of the connection
+        self.keep_alive = keep
+        if keep:
+            connection = "Connection: keep-alive\r\n" if req.version == "HTTP/1.0" else ""
         else:
             connection = "Connection: close\r\n"
+        head = (
+            f"HTTP/1.1 {self.status}\r\n{self._server_lines}{http_response.date_line()}"
+            f"{lines}{connection}\r\n"
+        )
+        try:
+            data = head.encode("latin-1")
+        except UnicodeEncodeError:
+            raise InvalidResponse(
+                f"response header {_not_latin1(self.headers)!r} is not latin-1 text"
+            ) from None
         self.head_sent = True
-        return (
-            f"HTTP/1.1 {self.status}\r\n{lines}{self._server_lines}"
-            f"Date: {http_response.http_date()}\r\n{connection}\r\n"
-        ).encode("latin-1")
+        return data
+
+    def _may_keep(self) -> bool:
+        inp = self.input
+        if inp is not None and not inp.reusable(DRAIN_BUDGET):
+            return False
+        check = self.keep_check
+        return check is None or check()
 
     def _frame(self, data: bytes) -> bytes:
         """The bytes to send for ``data``, counting it into ``sent``."""
@@ -403,12 +488,18 @@ class Response:
         length = self._length
         if length is not None and self.sent + len(data) > length:
             data = data[: length - self.sent]
-            self.must_close = True  # never send more than was promised
+            self._broken(f"the application sent more than its Content-Length {length}")
         self.sent += len(data)
         return data
 
+    def _broken(self, problem: str) -> None:
+        self.must_close = True
+        self.keep_alive = False
+        if not self.problem:
+            self.problem = problem
+
     def write(self, data: bytes) -> None:
-        """The ``write`` callable, and the path for every body chunk after the first."""
+        """The ``write`` callable, and the path for every body piece after the first."""
         if type(data) is not bytes:
             if not isinstance(data, (bytes, bytearray, memoryview)):
                 raise TypeError(f"response body must be bytes, not {type(data).__name__}")
@@ -429,25 +520,31 @@ class Response:
             self.write(data)
             return
         head = self._head(len(data))
-        self.sendall(head + self._frame(data))
+        self.sendall(head + self._frame(data) if data else head)
 
     def send_file(self, wrapper: FileWrapper) -> None:
-        """Send a file with ``os.sendfile`` when it has a descriptor, else by blocks."""
-        fd = wrapper.fileno() if self.sendfile is not None else None
-        span = _file_span(fd) if fd is not None and not self.head_sent else None
-        if span is None or self.sendfile is None:
+        """Send a file with ``os.sendfile`` when it is a regular file, else by blocks."""
+        fd = wrapper.fileno() if self.sendfile is not None and not self.head_sent else None
+        span = _file_span(fd) if fd is not None else None
+        if fd is None or span is None or self.sendfile is None:
             for block in wrapper:
                 self.write(block)
             return
         offset, count = span
-        self.sendall(self._head(count))
-        if not self._body_ok or self._chunked:
+        head = self._head(count)
+        if not self._body_ok:
+            self.sendall(head)
             return
         if self._length is not None:
-            count = min(count, self._length - self.sent)
-        sent = self.sendfile(fd, offset, count) if count > 0 else 0  # type: ignore[arg-type]
+            count = min(count, self._length)
+        sent = self.sendfile(head, fd, offset, count)
         self.sent += sent
-        os.lseek(fd, offset + sent, os.SEEK_SET)  # type: ignore[arg-type]
+        os.lseek(fd, offset + sent, os.SEEK_SET)
+        if sent < count:  # the file shrank, or sendfile cannot do this pair
+            for block in wrapper:
+                framed = self._frame(block)
+                if framed:
+                    self.sendall(framed)
 
     def finish(self) -> None:
         """End the body: send a head if none was sent, close the chunked framing."""
@@ -456,7 +553,18 @@ class Response:
         elif self._chunked:
             self.sendall(http_response.LAST_CHUNK)
         elif self._body_ok and self._length is not None and self.sent < self._length:
-            self.must_close = True  # the body is shorter than its Content-Length
+            self._broken(
+                f"the application sent {self.sent} bytes of its Content-Length {self._length}"
+            )
+
+
+def _not_latin1(headers: list[tuple[str, str]]) -> str:
+    for name, value in headers:
+        try:
+            value.encode("latin-1")
+        except UnicodeEncodeError:
+            return name
+    return "?"
 
 
 def _file_span(fd: int) -> tuple[int, int] | None:
@@ -473,8 +581,9 @@ def run_app(app: WSGIApp, environ: dict[str, Any], resp: Response) -> None:
     """Call the application and send everything it returns; always ``close()``."""
     result = app(environ, resp.start_response)
     try:
-        if type(result) is list and len(result) == 1 and not resp.head_sent:
-            resp.send_single(result[0])
+        kind = type(result)
+        if (kind is list or kind is tuple) and not resp.head_sent:
+            _send_sequence(resp, result)  # type: ignore[arg-type]
         elif isinstance(result, FileWrapper):
             resp.send_file(result)
         else:
@@ -485,3 +594,17 @@ def run_app(app: WSGIApp, environ: dict[str, Any], resp: Response) -> None:
         close = getattr(result, "close", None)
         if close is not None:
             close()
+
+
+def _send_sequence(resp: Response, result: list[bytes] | tuple[bytes, ...]) -> None:
+    """A list body is known in full: one ``sendall`` with a Content-Length."""
+    if len(result) == 1:
+        resp.send_single(result[0])
+        return
+    try:
+        data = b"".join(result)
+    except TypeError:
+        for piece in result:
+            resp.write(piece)  # raises the precise error for the piece that is wrong
+        return
+    resp.send_single(data)

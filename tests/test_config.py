@@ -102,13 +102,13 @@ def test_gunicorn_flag_spelled_differently_is_translated(monkeypatch):
     still works (a stand-in setting shows the mechanism, whatever the table holds)."""
     from dataclasses import replace
 
-    keepalive = replace(BY_CONFIG_NAME["timeout"], name="keepalive_timeout",
-                        flags=("--keepalive-timeout",), gunicorn="keepalive")
-    monkeypatch.setitem(BY_CONFIG_NAME, "keepalive", keepalive)
-    monkeypatch.setitem(cli._OUR_FLAGS, "--keepalive-timeout", keepalive)
+    stand_in = replace(BY_CONFIG_NAME["timeout"], name="statsd_address",
+                       flags=("--statsd-address",), gunicorn="statsd_host")
+    monkeypatch.setitem(BY_CONFIG_NAME, "statsd_host", stand_in)
+    monkeypatch.setitem(cli._OUR_FLAGS, "--statsd-address", stand_in)
     args, warnings = translate_gunicorn_args(
-        ["--keep-alive", "5", "-w", "2", "--keep-alive=6", "app:app"], "command line")
-    assert args == ["--keepalive-timeout", "5", "-w", "2", "--keepalive-timeout", "6", "app:app"]
+        ["--statsd-host", "5", "-w", "2", "--statsd-host=6", "app:app"], "command line")
+    assert args == ["--statsd-address", "5", "-w", "2", "--statsd-address", "6", "app:app"]
     assert warnings == []
 
 

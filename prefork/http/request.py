@@ -2,11 +2,12 @@
 # request and the number of bytes it used, returns ``None`` to ask for more
 # data, or raises an ``HTTPError`` subclass carrying the status to answer with.
 # It keeps no state between calls: the caller owns the buffer, so any split of
-# the input parses the same way. Framing rules (RFC 9112 §6) are decided here,
-# once, so that body readers only have to follow ``Request.framing``.
+# the input parses the same way. Framing (RFC 9112 §6.3) is decided here, once,
+# so that body readers only have to follow ``Request.chunked`` and
+# ``Request.content_length``. The hot path is two regex calls over the head
+# (request line, header block validation), a split of the valid block, and
+# one short loop over the fields, whose names are classified through a cache.
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 from . import grammar
 from .errors import (
@@ -20,37 +21,73 @@ from .errors import (
 )
 
 # Fields that may not appear in a chunked trailer section (RFC 9110 §6.5.1):
-# framing, routing and request-modifier fields.
+# message framing, routing, request modifiers, authentication, and fields
+# that control the connection or the response.
 FORBIDDEN_TRAILERS = frozenset(
     {
         "content-length", "transfer-encoding", "host", "content-type", "content-encoding",
         "content-range", "trailer", "expect", "authorization", "cookie", "te", "connection",
         "keep-alive", "upgrade", "cache-control", "max-forwards", "proxy-authorization",
+        "range", "if-match", "if-none-match", "if-modified-since", "if-unmodified-since",
+        "if-range", "set-cookie", "www-authenticate", "proxy-authenticate",
     }
 )
 
+# When a limit is 0 ("no limit of its own"), the part of the head it governs
+# is still bounded by this, so a client can never make a worker buffer
+# without limit.
+UNLIMITED_PART = 1 << 20
+# RFC 9112 §2.2 asks servers to ignore at least one empty line before a
+# request line; we ignore up to this many bytes of them.
+MAX_LEADING_CRLF = 8
 
-@dataclass(frozen=True)
+
 class Limits:
-    """Parser limits; 0 for ``request_line`` or ``body`` means unlimited."""
+    """Parser limits as plain numbers; 0 means "no limit of its own"."""
 
-    request_line: int = 4094
-    fields: int = 100
-    field_size: int = 8190
-    body: int = 0
-    # Header names with "_": "drop" them, "refuse" the request, or keep them
-    # ("dangerous"), as Gunicorn's ``header_map`` setting does.
-    header_map: str = "drop"
+    __slots__ = ("request_line", "fields", "field_size", "body", "header_map", "max_head")
 
-    @property
-    def max_head(self) -> int:
-        line = self.request_line or 1 << 20
-        return line + 2 + self.fields * (self.field_size + 2) + 2
+    def __init__(
+        self,
+        request_line: int = 4094,
+        fields: int = 100,
+        field_size: int = 8190,
+        body: int = 0,
+        header_map: str = "drop",
+    ) -> None:
+        if header_map not in ("drop", "refuse", "dangerous"):
+            raise ValueError(f"header_map must be drop, refuse or dangerous, not {header_map!r}")
+        self.request_line = request_line
+        self.fields = fields
+        self.field_size = field_size
+        self.body = body
+        # Header names with "_": "drop" them, "refuse" the request, or keep
+        # them ("dangerous"), with the meaning of Gunicorn's ``header_map``.
+        self.header_map = header_map
+        # The whole head: request line, every field line, the empty line.
+        line = request_line or UNLIMITED_PART
+        if fields and field_size:
+            section = fields * (field_size + 2)
+        else:
+            section = max(UNLIMITED_PART, fields * 2, field_size + 2)
+        self.max_head = MAX_LEADING_CRLF + line + 2 + section + 2
+
+    def __repr__(self) -> str:
+        return (
+            f"Limits(request_line={self.request_line}, fields={self.fields}, "
+            f"field_size={self.field_size}, body={self.body}, header_map={self.header_map!r})"
+        )
 
 
 class Request:
-    """A parsed request head. Field names keep their case; values are str
-    (latin-1 decoded, so every byte of the original is recoverable)."""
+    """A parsed request head.
+
+    Field names keep their case; values are str, latin-1 decoded, so every
+    byte of the original is recoverable. ``host`` is the authority the
+    request is for: the Host field, or the target's authority in
+    absolute-form (RFC 9112 §3.2.2). ``content_length`` is 0 when there is
+    no body and meaningless when ``chunked``.
+    """
 
     __slots__ = (
         "method", "target", "path", "query", "version", "headers", "host",
@@ -88,6 +125,10 @@ class Request:
     def __repr__(self) -> str:
         return f"<Request {self.line!r}>"
 
+    @property
+    def has_body(self) -> bool:
+        return self.chunked or self.content_length > 0
+
     def header(self, name: str) -> str | None:
         """The first value of field ``name`` (case-insensitive), or None."""
         name = name.lower()
@@ -100,189 +141,287 @@ class Request:
 def parse_head(buf: bytes | bytearray, limits: Limits) -> tuple[Request, int] | None:
     """Parse one request head from the start of ``buf``.
 
-    Returns ``(request, consumed)`` or ``None`` when more bytes are needed.
+    Returns ``(request, consumed)`` or ``None`` when more bytes are needed;
+    raises an ``HTTPError`` subclass for a head that can never be valid.
     """
+    end = buf.find(b"\r\n\r\n")
     start = 0
-    # RFC 9112 §2.2: ignore at least one empty line before the request-line.
-    while buf.startswith(b"\r\n", start) and start < 8:
-        start += 2
-    end = buf.find(b"\r\n\r\n", start)
-    line_end = buf.find(b"\r\n", start)
+    if buf[:2] == b"\r\n":
+        start = _skip_empty_lines(buf)
+        end = buf.find(b"\r\n\r\n", start)
     if end < 0:
-        _check_incomplete(buf, start, line_end, limits)
+        _check_incomplete(buf, start, limits)
         return None
-    head = bytes(buf[start:end + 2]).decode("latin-1")
-    line_len = line_end - start
-    if limits.request_line and line_len > limits.request_line:
-        raise URITooLong(f"request line is {line_len} bytes, limit {limits.request_line}")
-    line = head[:line_len]
-    block = head[line_len + 2:]
-    request = _build(line, block, limits)
-    return request, end + 4
-
-
-def _check_incomplete(buf: bytes | bytearray, start: int, line_end: int, limits: Limits) -> None:
-    """Fail early on a head that can never become valid or grows too large."""
-    if line_end < 0:
-        if limits.request_line and len(buf) - start > limits.request_line:
-            raise URITooLong(f"request line longer than {limits.request_line} bytes")
-        if b"\n" in buf or b"\x00" in buf:
-            raise BadRequest("bare LF or NUL in request line")
-    elif limits.request_line and line_end - start > limits.request_line:
-        raise URITooLong(f"request line longer than {limits.request_line} bytes")
-    if len(buf) - start > limits.max_head:
+    if end - start > limits.max_head:
         raise HeaderFieldsTooLarge("request head too large")
+    # The head with the CRLF of its last field line, but not the empty line.
+    head = buf[start:end + 2].decode("latin-1")
+    return _build(head, limits), end + 4
 
 
-def _build(line: str, block: str, limits: Limits) -> Request:
-    match = grammar.REQUEST_LINE.fullmatch(line)
+def _skip_empty_lines(buf: bytes | bytearray) -> int:
+    start = 0
+    while buf.startswith(b"\r\n", start) and start < MAX_LEADING_CRLF:
+        start += 2
+    return start
+
+
+def _check_incomplete(buf: bytes | bytearray, start: int, limits: Limits) -> None:
+    """Fail early on a partial head that can never become valid or grows too large.
+
+    Every check holds for all prefixes of a valid head, so a valid request
+    split anywhere is never refused.
+    """
+    line_end = buf.find(b"\r\n", start)
+    limit = limits.request_line
+    if line_end < 0:
+        if limit and len(buf) - start > limit + 1:  # +1: the CR may be there already
+            raise URITooLong(f"request line longer than {limit} bytes")
+    elif limit and line_end - start > limit:
+        raise URITooLong(f"request line is {line_end - start} bytes, limit {limit}")
+    else:
+        # The request line is complete: judge it now rather than wait for
+        # the rest of a head that will be refused anyway.
+        _request_line(buf[start:line_end + 2].decode("latin-1"))
+    if len(buf) - start > limits.max_head + 4:  # +4: the empty line may have begun
+        raise HeaderFieldsTooLarge("request head too large")
+    if grammar.BAD_LINE_BYTES.search(buf, start):
+        raise BadRequest("bare CR or LF, or NUL, in the request head")
+
+
+def _request_line(head: str) -> tuple[str, str, str]:
+    """(method, target, version) of the request line that starts ``head``."""
+    match = grammar.REQUEST_LINE.match(head)
     if match is None:
+        line = head.split("\r", 1)[0]
         raise BadRequest(f"malformed request line {line[:80]!r}")
     method, target, major, minor = match.groups()
     if major != "1" or minor not in "01":
-        raise VersionNotSupported(f"HTTP/{major}.{minor}")
-    version = "HTTP/1.1" if minor == "1" else "HTTP/1.0"
+        raise VersionNotSupported(f"HTTP/{major}.{minor} is not supported")
+    return method, target, "HTTP/1.1" if minor == "1" else "HTTP/1.0"
 
-    fields = _parse_fields(block, limits)
 
-    host = None
-    cl_value = None
-    te_values: list[str] = []
-    connection = ""
-    expect = None
-    headers: list[tuple[str, str]] = []
-    for name, value in fields:
-        lname = name.lower()
-        if lname == "host":
+# Names the request loop must look at, by lower-case name. Everything else
+# is an ordinary field (0), or a name with "_" (UNDERSCORE).
+_HOST, _CONTENT_LENGTH, _TRANSFER_ENCODING, _CONNECTION, _EXPECT, _UNDERSCORE = range(1, 7)
+_SPECIAL = {
+    "host": _HOST,
+    "content-length": _CONTENT_LENGTH,
+    "transfer-encoding": _TRANSFER_ENCODING,
+    "connection": _CONNECTION,
+    "expect": _EXPECT,
+}
+# name as received -> kind; clients send the same few spellings over and
+# over, so after warm-up a field costs one dict lookup.
+_name_kinds: dict[str, int] = {}
+_NAME_CACHE_MAX = 2048
+
+
+def _kind(name: str) -> int:
+    kind = _SPECIAL.get(name.lower(), 0)
+    if not kind and "_" in name:
+        kind = _UNDERSCORE
+    if len(_name_kinds) < _NAME_CACHE_MAX:
+        _name_kinds[name] = kind
+    return kind
+
+
+def _build(head: str, limits: Limits) -> Request:
+    line_len = head.find("\r\n")
+    if limits.request_line and line_len > limits.request_line:
+        raise URITooLong(f"request line is {line_len} bytes, limit {limits.request_line}")
+    method, target, version = _request_line(head)
+    fields, special = _parse_fields(head, line_len + 2, limits)
+
+    host = cl_value = expect = None
+    te_value = connection = ""
+    underscore = False
+    for kind, value in special:
+        if kind == _HOST:
             if host is not None:
                 raise BadRequest("more than one Host field")
             host = value
-        elif lname == "content-length":
+        elif kind == _CONTENT_LENGTH:
             if cl_value is not None:
                 raise BadRequest("more than one Content-Length field")
             cl_value = value
-        elif lname == "transfer-encoding":
-            te_values.append(value)
-        elif lname == "connection":
+        elif kind == _TRANSFER_ENCODING:
+            te_value = f"{te_value},{value}" if te_value else value or ","
+        elif kind == _CONNECTION:
             connection = f"{connection},{value}" if connection else value
-        elif lname == "expect":
+        elif kind == _EXPECT:
             expect = value
-        if "_" in name:
-            if limits.header_map == "drop":
-                continue
-            if limits.header_map == "refuse":
-                raise BadRequest(f"header name with underscore: {name!r}")
-        headers.append((name, value))
+        else:
+            underscore = True
+    headers = _map_underscores(fields, limits.header_map) if underscore else fields
+    http11 = version == "HTTP/1.1"
 
     if host is None:
-        if minor == "1":
+        if http11:
             raise BadRequest("HTTP/1.1 request without Host")
-    elif not grammar.HOST_VALUE.fullmatch(host):
-        raise BadRequest("invalid Host value")
+    elif host not in _valid_hosts:
+        _check_host(host)
 
-    path, query = _split_target(method, target)
+    path, query, authority = _split_target(method, target)
+    if authority is not None:
+        host = authority  # RFC 9112 §3.2.2: the target's authority wins over Host
 
     chunked = False
     content_length = 0
-    if te_values:
-        if minor == "0":
+    if te_value:
+        if not http11:
             raise BadRequest("Transfer-Encoding in an HTTP/1.0 request")
         if cl_value is not None:
             raise BadRequest("both Content-Length and Transfer-Encoding")
-        _check_transfer_coding(",".join(te_values))
+        _check_transfer_coding(te_value)
         chunked = True
     elif cl_value is not None:
-        if not grammar.DIGITS.fullmatch(cl_value):
+        if not grammar.CONTENT_LENGTH.fullmatch(cl_value):
             raise BadRequest(f"invalid Content-Length {cl_value[:40]!r}")
         content_length = int(cl_value)
-    if limits.body and content_length > limits.body:
-        raise PayloadTooLarge(f"Content-Length {content_length} over limit {limits.body}")
+        if limits.body and content_length > limits.body:
+            raise PayloadTooLarge(f"Content-Length {content_length} over the limit of {limits.body}")
 
-    tokens = connection.lower()
-    if minor == "1":
-        keep_alive = "close" not in _tokens(tokens) if tokens else True
-    else:
-        keep_alive = "keep-alive" in _tokens(tokens) if tokens else False
-    expect_continue = expect is not None and expect.lower() == "100-continue" and minor == "1"
+    keep_alive = _keep_alive(connection, http11) if connection else http11
+    # RFC 9110 §10.1.1: a 100-continue expectation in HTTP/1.0 is ignored.
+    expect_continue = http11 and expect is not None and expect.lower() == "100-continue"
 
     return Request(
         method, target, path, query, version, headers, host,
-        content_length, chunked, keep_alive, expect_continue, line,
+        content_length, chunked, keep_alive, expect_continue, head[:line_len],
     )
 
 
-def _parse_fields(block: str, limits: Limits) -> list[tuple[str, str]]:
-    if not block:
-        return []
-    if grammar.FIELD_BLOCK.fullmatch(block) is None:
-        raise _diagnose_block(block, limits)
-    fields = grammar.FIELD_LINES.findall(block)
-    if len(fields) > limits.fields:
+# Host values already found valid (a server sees the same few over and over).
+_valid_hosts: set[str] = set()
+
+
+def _check_host(host: str) -> None:
+    if not grammar.HOST_VALUE.fullmatch(host):
+        raise BadRequest(f"invalid Host {host[:60]!r}")
+    if len(_valid_hosts) < 256:
+        _valid_hosts.add(host)
+
+
+def _keep_alive(connection: str, http11: bool) -> bool:
+    """Persistence from the Connection field (RFC 9112 §9.3)."""
+    value = connection.lower()
+    if value == "keep-alive":
+        return True
+    if value == "close":
+        return False
+    tokens = {token.strip(" \t") for token in value.split(",")}
+    return "close" not in tokens and (http11 or "keep-alive" in tokens)
+
+
+def _map_underscores(fields: list[tuple[str, str]], mode: str) -> list[tuple[str, str]]:
+    """Apply ``header_map`` to fields of which some have "_" in their name."""
+    if mode == "dangerous":
+        return fields
+    bad = next(name for name, _ in fields if "_" in name)
+    if mode == "refuse":
+        raise BadRequest(f"header name with an underscore: {bad[:60]!r}")
+    return [(name, value) for name, value in fields if "_" not in name]
+
+
+def _parse_fields(
+    head: str, pos: int, limits: Limits
+) -> tuple[list[tuple[str, str]], list[tuple[int, str]]]:
+    """The field lines of ``head`` from ``pos`` (each ending in CRLF): every
+    (name, value), and (kind, value) for the fields the parser acts on."""
+    if pos == len(head):
+        return [], []
+    if grammar.FIELD_BLOCK.fullmatch(head, pos) is None:
+        raise _diagnose_block(head[pos:], limits)
+    # The block is valid, so every line is token ":" value: the first colon
+    # ends the name, and stripping OWS leaves the value (RFC 9112 §5).
+    # A split and a short loop beat a regex findall here by a wide margin.
+    fields = []
+    special = []
+    kinds = _name_kinds
+    for line in head[pos:-2].split("\r\n"):
+        name, _, value = line.partition(":")
+        value = value.strip(" \t")
+        fields.append((name, value))
+        kind = kinds.get(name)
+        if kind is None:
+            kind = _kind(name)
+        if kind:
+            special.append((kind, value))
+    if limits.fields and len(fields) > limits.fields:
         raise HeaderFieldsTooLarge(f"more than {limits.fields} header fields")
     size = limits.field_size
-    if len(block) > size + 2:
+    if size and len(head) - pos > size + 2:  # else no field can be too large
         for name, value in fields:
             if len(name) + len(value) + 2 > size:
                 raise HeaderFieldsTooLarge(f"header field {name[:40]!r} is over {size} bytes")
-    return fields
+    return fields, special
 
 
 def _diagnose_block(block: str, limits: Limits) -> HTTPError:
     """Name the rule a header block broke (error path only)."""
-    if grammar.BARE_LF.search(block):
-        return BadRequest("bare LF in header section")
+    if grammar.BAD_LINE_BYTES.search(block.encode("latin-1")):
+        return BadRequest("bare CR or LF, or NUL, in the header section")
     if grammar.OBS_FOLD.search("\r\n" + block):
-        return BadRequest("obsolete line folding in header section")
+        return BadRequest("obsolete line folding in the header section")
     if grammar.SPACE_BEFORE_COLON.search(block):
-        return BadRequest("whitespace between field name and colon")
-    for raw in block.split("\r\n"):
-        if len(raw) > limits.field_size:
-            return HeaderFieldsTooLarge(f"header field over {limits.field_size} bytes")
+        return BadRequest("whitespace between a field name and the colon")
+    if limits.field_size:
+        for raw in block.split("\r\n"):
+            if len(raw) > limits.field_size + 2:
+                return HeaderFieldsTooLarge(f"a header field is over {limits.field_size} bytes")
     return BadRequest("malformed header field")
 
 
-def _split_target(method: str, target: str) -> tuple[str, str]:
-    first = target[0]
-    if first == "/":
+def _split_target(method: str, target: str) -> tuple[str, str, str | None]:
+    """(path, query, authority or None) of a request-target (RFC 9112 §3.2)."""
+    if target[0] == "/":  # origin-form, by far the most common
+        if "#" in target or method == "CONNECT":
+            raise BadRequest(f"invalid request-target {target[:80]!r} for {method}")
         path, _, query = target.partition("?")
-        if "#" in target:
-            raise BadRequest("fragment in request-target")
-        return path, query
-    if target == "*":
-        if method != "OPTIONS":
-            raise BadRequest("asterisk-form target outside OPTIONS")
-        return "*", ""
+        return path, query, None
     if method == "CONNECT":
         if not grammar.AUTHORITY_FORM.fullmatch(target):
             raise BadRequest("CONNECT needs an authority-form target")
-        return "", ""
+        return "", "", target
+    if target == "*":
+        if method != "OPTIONS":
+            raise BadRequest("asterisk-form target outside OPTIONS")
+        return "*", "", None
     absolute = grammar.ABSOLUTE_FORM.fullmatch(target)
     if absolute is not None:
-        return absolute.group(3) or "/", absolute.group(4) or ""
+        authority = absolute.group(2)
+        if "@" in authority or not grammar.HOST_VALUE.fullmatch(authority):
+            raise BadRequest(f"invalid authority in the request-target {target[:80]!r}")
+        return absolute.group(3) or "/", absolute.group(4) or "", authority
     if grammar.AUTHORITY_FORM.fullmatch(target):
         raise BadRequest("authority-form target outside CONNECT")
     raise BadRequest(f"invalid request-target {target[:80]!r}")
 
 
 def _check_transfer_coding(value: str) -> None:
+    """Accept exactly one final ``chunked`` (RFC 9112 §6.1, §6.3, §7).
+
+    Empty list elements, parameters, or anything that is not a token are
+    refused rather than ignored: lenience in a framing field is how two
+    parsers on one path come to disagree about where a request ends.
+    """
     codings = [c.strip(" \t").lower() for c in value.split(",")]
-    if not codings or codings[-1] != "chunked":
+    if codings[-1] != "chunked":
         raise BadRequest(f"Transfer-Encoding {value[:60]!r} does not end in chunked")
-    if codings.count("chunked") > 1:
+    if len(codings) == 1:
+        return
+    if "chunked" in codings[:-1]:
         raise BadRequest("chunked applied more than once")
     for coding in codings[:-1]:
         if not grammar.TOKEN_RE.fullmatch(coding):
             raise BadRequest(f"invalid transfer coding {coding[:40]!r}")
-        raise NotImplementedCoding(f"transfer coding {coding[:40]!r} is not supported")
-
-
-def _tokens(value: str) -> set[str]:
-    return {t.strip(" \t") for t in value.split(",")}
+    raise NotImplementedCoding(f"transfer coding {codings[0][:40]!r} is not supported")
 
 
 def parse_trailer_fields(block: str, limits: Limits) -> list[tuple[str, str]]:
     """Parse a chunked trailer section (``block`` ends with CRLF)."""
-    fields = _parse_fields(block, limits)
+    fields, _ = _parse_fields(block, 0, limits)
     for name, _ in fields:
         if name.lower() in FORBIDDEN_TRAILERS:
             raise BadRequest(f"forbidden trailer field {name!r}")

@@ -66,7 +66,13 @@ class Worker:
         self.retire_asked = False
         self.pre_request = cfg.pre_request
         self.post_request = cfg.post_request
-        self.limits = Limits()
+        self.limits = Limits(
+            request_line=cfg.limit_request_line,
+            fields=cfg.limit_request_fields,
+            field_size=cfg.limit_request_field_size,
+            body=cfg.limit_request_body,
+            header_map=cfg.header_map,
+        )
         self.server_lines = f"Server: {SERVER_SOFTWARE}\r\n"
 
     # --- life cycle, in the child

@@ -2,8 +2,16 @@
 # accept() on the shared socket, so the kernel wakes exactly one idle worker
 # per connection; the socket's SO_RCVTIMEO (set by the master) makes that
 # wait, and every read from a client, return at least once per beat interval
-# so the worker can beat and notice a dead master. With several listeners (or
-# off Linux) it polls them instead.
+# so the worker can beat, notice a dead master, and enforce read deadlines.
+# With several listeners (or off Linux) it polls them instead.
+#
+# Keep-alive: a sync worker holding an idle connection would leave every other
+# client waiting, so it keeps a connection only while nobody else is waiting.
+# When a response is written, a zero-timeout poll of the listeners decides:
+# a pending connection means "Connection: close". After a kept response the
+# worker waits up to --keep-alive seconds on the client and the listeners at
+# once; the next request is served if the client speaks first, and the idle
+# connection is closed as soon as a new connection arrives. See docs/http.md.
 from __future__ import annotations
 
 import errno
@@ -11,30 +19,93 @@ import fcntl
 import os
 import select
 import socket
+import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
+from .. import SERVER_SOFTWARE
 from ..heartbeat import IDLE
 from ..http import response as http_response
 from ..http.body import ChunkedBody, LengthBody
-from ..http.errors import BadRequest, HTTPError, RequestTimeout
+from ..http.errors import HTTPError, IncompleteBody, RequestTimeout
 from ..http.request import Request, parse_head
+from ..http.response import InvalidResponse
 from ..sockets import Listener, needs_poll
-from ..wsgi import Input, Response, build_environ, run_app
+from ..wsgi import DRAIN_BUDGET, Input, Response, SendFile, build_environ, run_app
 from .base import StopWaiting, Worker
 
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
-# After a response, unread body bytes up to this many are read and discarded
-# so the connection can be reused; beyond it the connection is closed.
-DRAIN_BUDGET = 256 * 1024
+RECV_SIZE = 65536
+# After an error response, or when closing with request bytes still unread,
+# the worker stops sending (FIN) and reads and discards what the client still
+# sends, up to this long and this much, before it closes: closing a socket
+# with unread data makes the kernel send a RST, and a RST can make the client
+# drop the response it has not read yet (RFC 9112 §9.6).
+LINGER_SECONDS = 1.0
+# A kept connection is not closed for a newcomer sooner than this after its
+# response was sent: a client busy with a sequence of requests sends the next
+# one within this time, and closing under it would lose that request.
+KEEPALIVE_GRACE = 0.02
+LINGER_BYTES = 256 * 1024
+# BSD kernels give accepted sockets the listener's O_NONBLOCK; Linux does not.
+_ACCEPTED_NONBLOCKING = not sys.platform.startswith("linux")
+_MSG_MORE = getattr(socket, "MSG_MORE", 0)
+# sendfile errors that mean "not for this pair of descriptors": fall back.
+_SENDFILE_UNSUPPORTED = {errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSOCK}
+
+
+class BodyReader:
+    """``recv`` for one request body: a total deadline, and a beat per read.
+
+    The deadline starts at the first read. SO_RCVTIMEO makes a stalled
+    ``recv`` raise BlockingIOError once per beat interval, so a client that
+    stops sending is noticed; a client that trickles bytes is caught by the
+    check before each read.
+    """
+
+    __slots__ = ("_recv", "_beat", "_timeout", "_deadline")
+
+    def __init__(self, recv: Callable[[int], bytes], beat: Callable[[], None], timeout: float) -> None:
+        self._recv = recv
+        self._beat = beat
+        self._timeout = timeout
+        self._deadline = 0.0
+
+    def __call__(self, size: int) -> bytes:
+        deadline = self._deadline
+        now = time.monotonic()
+        if not deadline:
+            self._deadline = deadline = now + self._timeout
+        elif now > deadline:
+            raise RequestTimeout(f"request body not received within {self._timeout:g} s")
+        while True:
+            try:
+                data = self._recv(size)
+            except BlockingIOError:
+                self._beat()
+                if time.monotonic() > deadline:
+                    raise RequestTimeout(
+                        f"request body not received within {self._timeout:g} s") from None
+                continue
+            self._beat()
+            return data
 
 
 class SyncWorker(Worker):
-    """Serves one connection at a time, closing it after each response."""
+    """Serves one connection at a time; keeps it only while nobody else waits."""
 
     def run(self) -> None:
         self.bases = {listener.fileno(): self.environ_base(listener) for listener in self.listeners}
+        # Reading a request head, and a request body, must each be done
+        # within this many seconds (docs/http.md: "Deadlines").
         self.read_timeout = self.cfg.timeout or 30.0
+        self.keepalive = float(self.cfg.keepalive)
+        self.listener_fds = [listener.fileno() for listener in self.listeners]
+        self._pending = select.poll()
+        for fd in self.listener_fds:
+            self._pending.register(fd, select.POLLIN)
+        self.nobody_waiting: Callable[[], bool] = self._nobody_waiting
         if not needs_poll(self.listeners):
             self._accept_loop(self.listeners[0])
         else:
@@ -104,6 +175,8 @@ class SyncWorker(Worker):
 
     def handle(self, listener: Listener, conn: socket.socket, addr: Any) -> None:
         try:
+            if _ACCEPTED_NONBLOCKING:
+                conn.setblocking(True)
             self.serve_connection(listener, conn, addr)
         except OSError as exc:
             if exc.errno not in (errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN, errno.EAGAIN):
@@ -114,50 +187,130 @@ class SyncWorker(Worker):
             conn.close()
 
     def serve_connection(self, listener: Listener, conn: socket.socket, addr: Any) -> None:
+        """Serve requests on ``conn`` until one of the sides ends it."""
         if isinstance(addr, tuple):
             remote = (addr[0], str(addr[1]))
         else:
             remote = ("", "")
         base = self.bases[listener.fileno()]
+        sendfile = self._sendfile(conn)
         buf = b""
-        try:
-            parsed = self.read_head(conn, buf)
-        except HTTPError as exc:
-            self.send_error(conn, exc)
-            return
-        if parsed is None:
-            return
-        req, buf = parsed
-        self.serve_request(conn, req, buf, base, remote)
+        while True:
+            try:
+                parsed = self.read_head(conn, buf)
+            except HTTPError as exc:
+                self.reject(conn, exc, remote, None)
+                return
+            if parsed is None:
+                return
+            req, buf = parsed
+            keep, buf = self.serve_request(conn, req, buf, base, remote, sendfile)
+            if not keep:
+                return
+            if not buf and not self.wait_for_next(conn):
+                return
 
     def read_head(self, conn: socket.socket, buf: bytes) -> tuple[Request, bytes] | None:
-        """Read until a whole head is parsed; None if the client sent nothing."""
-        limits = self.limits
-        deadline = 0.0
-        recv = conn.recv
+        """Read until a whole head is parsed; None if the client sent nothing.
+
+        Usually one ``recv`` brings the whole head and this returns at once;
+        anything slower goes through ``_read_head_slowly`` and its deadline.
+        """
+        if not buf:
+            try:
+                buf = conn.recv(RECV_SIZE)
+                if not buf:
+                    return None
+            except BlockingIOError:  # nothing for a beat interval
+                pass
+        if buf:
+            parsed = parse_head(buf, self.limits)
+            if parsed is not None:
+                req, used = parsed
+                return req, buf[used:]
+        return self._read_head_slowly(conn, buf)
+
+    def _read_head_slowly(self, conn: socket.socket, buf: bytes) -> tuple[Request, bytes] | None:
+        timeout = self.read_timeout
+        deadline = time.monotonic() + timeout
+        beat = self.slot.beat
         while True:
-            if buf:
-                parsed = parse_head(buf, limits)
+            beat()
+            try:
+                data = conn.recv(RECV_SIZE)
+            except BlockingIOError:
+                data = None
+            if data:
+                buf += data
+                parsed = parse_head(buf, self.limits)
                 if parsed is not None:
                     req, used = parsed
                     return req, buf[used:]
-            now = time.monotonic()
-            if not deadline:
-                deadline = now + self.read_timeout
-            elif now > deadline:
-                if not buf:
-                    return None
-                raise RequestTimeout("request head not received in time")
-            try:
-                data = recv(65536)
-            except BlockingIOError:  # a stall of one beat interval
-                self.slot.beat()
-                continue
-            if not data:
-                if buf:
-                    raise BadRequest("connection closed inside the request head")
+            elif data is not None:  # the client closed the connection
+                if buf.strip(b"\r\n"):
+                    raise IncompleteBody("connection closed inside the request head")
                 return None
-            buf = buf + data if buf else data
+            elif not buf and not self.alive:
+                return None  # an idle connection, and we are stopping
+            if time.monotonic() > deadline:
+                if not buf.strip(b"\r\n"):
+                    return None
+                raise RequestTimeout(f"request head not received within {timeout:g} s")
+
+    def wait_for_next(self, conn: socket.socket) -> bool:
+        """Idle between requests: True when the client sends first; False on
+        timeout, on stop, or when a new connection is waiting."""
+        poller = select.poll()
+        client = conn.fileno()
+        poller.register(client, select.POLLIN)
+        for fd in self.listener_fds:
+            poller.register(fd, select.POLLIN)
+        now = time.monotonic()
+        deadline = now + self.keepalive
+        grace_end = now + min(KEEPALIVE_GRACE, self.keepalive)
+        slice_ms = self.beat_interval * 1000
+        while self.alive:
+            remaining = (deadline - time.monotonic()) * 1000
+            if remaining <= 0:
+                return False
+            events = []
+            try:
+                self.waiting = True
+                if self.alive:
+                    events = poller.poll(min(remaining, slice_ms))
+                self.waiting = False
+            except StopWaiting:
+                return False
+            if not events:
+                self.on_idle()
+                continue
+            # The client first: it may already have sent its next request,
+            # whose response will say "close" if someone is still waiting.
+            if any(fd == client for fd, _ in events):
+                return True
+            return self._client_speaks(conn, grace_end)
+        return False
+
+    def _client_speaks(self, conn: socket.socket, grace_end: float) -> bool:
+        """A new connection is waiting: give the kept client what is left of
+        its grace period to send its next request, else close the idle
+        connection. A client that just read its response may be sending its
+        next request right now; closing under it would lose that request."""
+        wait_ms = (grace_end - time.monotonic()) * 1000
+        if wait_ms > 0:
+            poller = select.poll()
+            poller.register(conn.fileno(), select.POLLIN)
+            if poller.poll(wait_ms):
+                return True
+        try:  # a last look, just before the close
+            conn.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            return False
+        return True  # data, or the client's EOF: read_head sorts it out
+
+    def _nobody_waiting(self) -> bool:
+        """The keep-alive test made when a response head is written."""
+        return self.alive and not self._pending.poll(0)
 
     def serve_request(
         self,
@@ -166,65 +319,138 @@ class SyncWorker(Worker):
         leftover: bytes,
         base: dict[str, Any],
         remote: tuple[str, str],
-    ) -> bool:
-        """Serve one request; True if the connection may carry another."""
+        sendfile: SendFile | None = None,
+    ) -> tuple[bool, bytes]:
+        """Serve one request; (whether the connection may carry another, its bytes so far)."""
         self.request_started(req)
-        body: LengthBody | ChunkedBody
+        slot = self.slot
         body = ChunkedBody(self.limits) if req.chunked else LengthBody(req.content_length)
-        send_continue = (lambda: conn.sendall(CONTINUE)) if req.expect_continue else None
+        keep = req.keep_alive and self.keepalive > 0 and self.alive
+        resp = Response(req, conn.sendall, sendfile, keep, self.server_lines, self.nobody_waiting)
+        send_continue = None
+        if req.expect_continue:
+            def send_continue() -> None:
+                if not resp.head_sent:
+                    conn.sendall(CONTINUE)
+        inp = Input(BodyReader(conn.recv, slot.beat, self.read_timeout), body, leftover, send_continue)
+        resp.input = inp
         started = time.time() if self.log.access_enabled else 0.0
-        resp = Response(req, conn.sendall, self._sendfile(conn), False, self.server_lines)
         environ: dict[str, Any] = {}
         try:
-            inp = Input(conn.recv, body, leftover, send_continue)
-            resp.input = inp
             environ = build_environ(base, req, remote, inp)
             run_app(self.app, environ, resp)  # type: ignore[arg-type]
         except HTTPError as exc:
-            if not resp.head_sent:
-                self.send_error(conn, exc)
-            return False
+            self.reject(conn, inp.error or exc, remote, req, resp.head_sent)
+            return False, b""
         except OSError:
             raise
         except Exception as exc:
-            self.log.traceback(f"error handling request {req.line!r}", exc)
-            if not resp.head_sent:
-                conn.sendall(http_response.simple_response(
-                    500, "Internal Server Error", "Internal Server Error\n", http_response_server()))
-            return False
+            if inp.error is not None:  # the app failed because the body did
+                self.reject(conn, inp.error, remote, req, resp.head_sent)
+            else:
+                self.log.traceback(f"error handling request {req.line!r}", exc)
+                if not resp.head_sent:
+                    self.send_error(conn, 500, "Internal Server Error")
+            return False, b""
         finally:
             self.request_finished(req, environ, resp)
             if started:
                 self.log.access(req, resp, environ, started, time.time() - started)
-        return False
+        return self._after_response(conn, req, resp, inp)
 
-    def send_error(self, conn: socket.socket, exc: HTTPError) -> None:
-        self.log.debug("bad request: %s %s", exc.status, exc.detail)
+    def _after_response(
+        self, conn: socket.socket, req: Request, resp: Response, inp: Input
+    ) -> tuple[bool, bytes]:
+        if resp.problem:
+            self.log.info("%r: %s; closing the connection", req.line, resp.problem)
+        body = inp.body
+        if resp.keep_alive and not body.done:
+            try:
+                drained = inp.drain(DRAIN_BUDGET)
+            except HTTPError:
+                drained = False
+            if not drained:
+                self._linger(conn)
+                return False, b""
+        if not resp.keep_alive:
+            if not body.done or body.leftover:
+                self._linger(conn)
+            return False, b""
+        return True, inp.leftover()
+
+    # --- errors
+
+    def reject(
+        self,
+        conn: socket.socket,
+        exc: HTTPError,
+        remote: tuple[str, str],
+        req: Request | None,
+        head_sent: bool = False,
+    ) -> None:
+        """Log a failed request in one line, answer it if still possible, and linger."""
+        what = repr(req.line) if req is not None else "request"
+        who = f"{remote[0]}:{remote[1]}" if remote[0] else "unix socket"
+        if isinstance(exc, InvalidResponse):
+            self.log.error("invalid response to %s: %s", what, exc.detail)
+        elif isinstance(exc, (IncompleteBody, RequestTimeout)):
+            self.log.debug("%s from %s: %s %s (%s)", what, who, exc.status, exc.reason, exc.detail)
+        else:
+            self.log.info("rejected %s from %s: %s %s (%s)", what, who, exc.status, exc.reason, exc.detail)
+        if not head_sent:
+            self.send_error(conn, exc.status, exc.reason)
+
+    def send_error(self, conn: socket.socket, status: int, reason: str) -> None:
+        """A short response with ``Connection: close``, then a lingering close."""
         try:
-            conn.sendall(http_response.simple_response(
-                exc.status, exc.reason, f"{exc.reason}\n", http_response_server()))
+            conn.sendall(http_response.simple_response(status, reason, f"{reason}\n", SERVER_SOFTWARE))
+        except OSError:
+            return
+        self._linger(conn)
+
+    def _linger(self, conn: socket.socket) -> None:
+        """Half-close, then discard what the client still sends, briefly."""
+        try:
+            conn.shutdown(socket.SHUT_WR)
+            poller = select.poll()
+            poller.register(conn.fileno(), select.POLLIN)
+            deadline = time.monotonic() + LINGER_SECONDS
+            budget = LINGER_BYTES
+            while budget > 0:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return
+                if not poller.poll(min(remaining, self.beat_interval) * 1000):
+                    self.slot.beat()
+                    continue
+                data = conn.recv(RECV_SIZE)
+                if not data:
+                    return
+                budget -= len(data)
         except OSError:
             pass
 
-    def _sendfile(self, conn: socket.socket) -> Any:
+    # --- sendfile
+
+    def _sendfile(self, conn: socket.socket) -> SendFile:
         out = conn.fileno()
 
-        def sendfile(fd: int, offset: int, count: int) -> int:
+        def sendfile(head: bytes, fd: int, offset: int, count: int) -> int:
+            conn.sendall(head, _MSG_MORE if count else 0)
             sent = 0
             while sent < count:
-                n = os.sendfile(out, fd, offset + sent, count - sent)
+                try:
+                    n = os.sendfile(out, fd, offset + sent, count - sent)
+                except OSError as exc:
+                    if sent == 0 and exc.errno in _SENDFILE_UNSUPPORTED:
+                        break  # the caller falls back to reading the file
+                    raise
                 if n == 0:
                     break
                 sent += n
             return sent
 
         return sendfile
-
-
-def http_response_server() -> str:
-    from .. import SERVER_SOFTWARE
-
-    return SERVER_SOFTWARE
 
 
 __all__ = ["SyncWorker", "IDLE"]
