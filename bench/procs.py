@@ -170,6 +170,9 @@ class PeakSampler(threading.Thread):
 class ServerProcess:
     """One start of one server: its own session, process group and log file."""
 
+    # started and not yet reaped: what an interrupted run must still kill
+    live: set[ServerProcess] = set()
+
     def __init__(self, name: str, argv: list[str], env: dict[str, str], cwd: str,
                  log_path: str) -> None:
         self.name = name
@@ -196,6 +199,7 @@ class ServerProcess:
             self.proc = subprocess.Popen(
                 self.argv, cwd=self.cwd, env=self.env, stdin=subprocess.DEVNULL,
                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        ServerProcess.live.add(self)
 
     def leader_exited(self) -> bool:
         """Has the leader exited? Looks without reaping it (WNOWAIT)."""
@@ -261,7 +265,16 @@ class ServerProcess:
         except subprocess.TimeoutExpired:
             return None
         self._reaped = True
+        ServerProcess.live.discard(self)
         return code
+
+    @classmethod
+    def kill_all(cls) -> None:
+        """SIGKILL every group still alive (an interrupted run), then reap."""
+        for srv in list(cls.live):
+            srv.send(signal.SIGKILL, whole_group=True)
+            srv.wait_gone(10.0)
+            srv.reap()
 
     def log_tail(self, lines: int = 15) -> str:
         text = read_text(self.log_path) or ""

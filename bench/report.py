@@ -178,3 +178,30 @@ def memory_table(runs: Sequence[Run]) -> str:
             mib(r["worker_pss_end_kib"]), "yes" if r["workers_replaced"] else "no",
         ])
     return markdown_table(header, rows)
+
+
+# --- one line per server over every scenario
+
+def overview_table(results: dict[str, dict[str, Any]], servers: Sequence[str],
+                   baseline: str | None) -> str:
+    """req/s (and the ratio to the baseline) per load scenario; start-up and
+    stop times from the lifecycle scenario."""
+    loads = [n for n, r in results.items() if r["kind"] == "load"]
+    life = next((r for r in results.values() if r["kind"] == "lifecycle"), None)
+    header = ["server", *loads]
+    if life:
+        header += ["start s", "stop s"]
+    rows = []
+    for name in servers:
+        row = [name]
+        for scenario in loads:
+            s = results[scenario]["summary"].get(name, {})
+            cell = fmt(s.get("rps"), ".0f")
+            if baseline and s.get("rps_ratio") is not None:
+                cell += f" ({s['rps_ratio']:.2f}×)"
+            row.append(cell)
+        if life:
+            s = life["summary"].get(name, {})
+            row += [fmt(s.get("start_s"), ".3f"), fmt(s.get("stop_s"), ".3f")]
+        rows.append(row)
+    return markdown_table(header, rows)

@@ -565,8 +565,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             results[sc.name] = run_scenario(args, sc, servers, baseline)
     except KeyboardInterrupt:
         interrupted = True
-        print("\ninterrupted: the server being measured was stopped", file=sys.stderr)
+        print("\ninterrupted: stopping the server being measured", file=sys.stderr)
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # let the cleanup finish
+        ServerProcess.kill_all()
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
     meta["loadavg_end"] = (read_text("/proc/loadavg") or "").split()[:3]
+    if sum(1 for r in results.values() if r["kind"] != "memory") > 1:
+        label = f"req/s (÷ {baseline})" if baseline else "req/s"
+        print(f"\n## overview: {label} per scenario, median of {args.rounds} round(s)\n")
+        print(report.overview_table(results, names, baseline))
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"meta": meta, "scenarios": results}, f, indent=1, default=str)
