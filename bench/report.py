@@ -172,7 +172,8 @@ def memory_table(runs: Sequence[Run]) -> str:
         growth = None if m0 is None or m1 is None else m1 - m0
         verdict = "-" if growth is None else ("yes" if growth <= r["tolerance_kib"] else "NO")
         rows.append([
-            r["server"], f"{r['requests']:,}", fmt(r["seconds"], ".0f"),
+            r["server"], f"{r['requests']:,}" + ("" if r["reached"] else " (short)"),
+            fmt(r["seconds"], ".0f"),
             f"{mib(m0)} → {mib(m1)}", fmt(growth, "+d"), mib(r["master_rss_peak_kib"]),
             verdict, f"{mib(r['worker_rss_start_kib'])} → {mib(r['worker_rss_end_kib'])}",
             mib(r["worker_pss_end_kib"]), "yes" if r["workers_replaced"] else "no",

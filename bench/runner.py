@@ -323,7 +323,9 @@ def lifecycle_run(args: argparse.Namespace, spec: ServerSpec, scenario: Scenario
         gone = srv.wait_gone(args.stop_timeout)
         rec["killed"] = gone is None
         rec["stop_s"] = gone
-        rec["ok"] = gone is not None
+        if gone is None:
+            raise RunFailed(f"still running {args.stop_timeout:g} s after SIGTERM")
+        rec["ok"] = True
     except Exception as exc:
         rec["error"] = f"{type(exc).__name__}: {exc}"
     finally:
