@@ -748,7 +748,9 @@ def load_config_file(path: str) -> tuple[Layer, list[str]]:
     value_lines: dict[str, int] = {}
     warnings: list[str] = []
     for name, value in namespace.items():
-        if name.startswith("_") or _is_imported(value, namespace):
+        # Private names, imports and constants (setting names are lower case)
+        # are the file's own business.
+        if name.startswith("_") or name != name.lower() or _is_imported(value, namespace):
             continue
         setting = BY_CONFIG_NAME.get(name)
         if setting is not None and setting.from_file:

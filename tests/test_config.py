@@ -200,7 +200,8 @@ def test_gunicorn_conf_py_is_the_fallback_default(tmp_path, monkeypatch):
 
 def test_unknown_and_cli_only_names_in_a_file_are_warnings(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "prefork.conf.py").write_text("wokers = 2\nprint_config = True\n")
+    (tmp_path / "prefork.conf.py").write_text(
+        "wokers = 2\nprint_config = True\nLOG_DIR = '/var/log'\nclass Helper: pass\n")
     cfg = load_config(["app:app"], {})
     conf = tmp_path / "prefork.conf.py"
     assert cfg.warnings == [
