@@ -71,8 +71,7 @@ GUNICORN_SETTINGS: dict[str, GunicornSetting] = {g.name: g for g in [
     _g("sendfile", "--no-sendfile", FLAG),
     _g("reuse_port", "--reuse-port", FLAG),
     _g("chdir", "--chdir"),
-    _g("daemon", "-D --daemon", FLAG,
-       note="Run prefork under a supervisor (systemd, a container runtime) instead."),
+    _g("daemon", "-D --daemon", FLAG),
     _g("raw_env", "-e --env"),
     _g("pidfile", "-p --pid"),
     _g("worker_tmp_dir", "--worker-tmp-dir"),
@@ -131,10 +130,13 @@ GUNICORN_SETTINGS: dict[str, GunicornSetting] = {g.name: g for g in [
     _g("proc_name", "-n --name"),
     _g("default_proc_name"),
     # server hooks
-    *[_g(hook, note=_HOOK) for hook in (
-        "on_starting", "on_reload", "when_ready", "pre_fork", "post_fork", "post_worker_init",
+    *[_g(hook) for hook in (
+        "on_starting", "on_reload", "pre_fork", "post_fork", "post_worker_init",
         "worker_int", "worker_abort", "pre_exec", "pre_request", "post_request", "child_exit",
-        "worker_exit", "nworkers_changed", "on_exit", "ssl_context")],
+        "worker_exit", "nworkers_changed", "on_exit")],
+    _g("when_ready", note="Called once the first workers are ready to serve (Gunicorn calls "
+                          "it when the master has started, before any worker has booted)."),
+    _g("ssl_context", note=_HOOK),
     # TLS
     _g("keyfile", "--keyfile"),
     _g("certfile", "--certfile"),
