@@ -16,6 +16,7 @@ from click.core import ParameterSource
 
 from . import __version__
 from .settings import SETTINGS, Config, ConfigError, Layer, build_config, load_config_file
+from .tls import check_settings as check_tls_settings
 
 ENV_ARGS = "PREFORK_CMD_ARGS"
 
@@ -96,6 +97,7 @@ def load_config(argv: Sequence[str], env: Mapping[str, str]) -> Config:
     if not app_uri:
         raise click.UsageError("missing APP_MODULE (for example: prefork myproject.wsgi:application)")
     cfg = build_config(layers, env, app_uri)
+    check_tls_settings(cfg)
     cfg.warnings = warnings
     return cfg
 

@@ -37,6 +37,10 @@ class StopWaiting(BaseException):
 class Worker:
     """One worker process; ``run`` is the serving loop of a subclass."""
 
+    # Deployment features the serving loop implements ("tls", "proxy_protocol");
+    # the master refuses to start with a setting that needs a missing one.
+    supports: frozenset[str] = frozenset()
+
     def __init__(
         self,
         cfg: Config,
@@ -68,6 +72,7 @@ class Worker:
         self.post_request = cfg.post_request
         self.limits = Limits()
         self.server_lines = f"Server: {SERVER_SOFTWARE}\r\n"
+        self.ssl_context: Any = None  # set by the master when TLS is on
 
     # --- life cycle, in the child
 
