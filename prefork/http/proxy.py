@@ -89,13 +89,16 @@ def parse_proxy_header(buf: bytes | bytearray) -> tuple[ProxyInfo, int] | None:
 
 
 def _parse_v1(buf: bytes | bytearray) -> tuple[ProxyInfo, int] | None:
-    end = buf.find(b"\r\n", 0, V1_MAX_LINE)
-    if end < 0:
+    lf = buf.find(b"\n", 0, V1_MAX_LINE)
+    if lf < 0:
         if len(buf) >= V1_MAX_LINE:
             raise ProxyProtocolError(f"PROXY v1 line longer than {V1_MAX_LINE} bytes")
-        if b"\n" in buf or (b"\r" in buf[:-1]):
+        if b"\r" in buf[:-1]:
             raise ProxyProtocolError("PROXY v1 line not ended by CRLF")
         return None
+    if buf[lf - 1:lf] != b"\r":
+        raise ProxyProtocolError("PROXY v1 line not ended by CRLF")
+    end = lf - 1
     line = bytes(buf[: end + 2]).decode("latin-1")
     if V1_UNKNOWN.fullmatch(line):
         return ProxyInfo(1, "PROXY", "UNKNOWN", None, None), end + 2

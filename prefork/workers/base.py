@@ -189,7 +189,8 @@ class Worker:
             name, port = host, str(port_number)
         del address
         errors = ErrorStream(self.log.error_log.error)
-        return base_environ(name, port, self.cfg.workers > 1, errors)
+        scheme = "https" if self.ssl_context is not None else "http"
+        return base_environ(name, port, self.cfg.workers > 1, errors, scheme)
 
     def on_idle(self) -> None:
         """Called whenever a wait for work times out: beat, and check the master."""
