@@ -427,6 +427,8 @@ class Arbiter:
         fds = ",".join(str(listener.fileno()) for listener in self.listeners)
         env[FDS_ENV] = (ACTIVATED if self.activated else "") + fds
         env[UPGRADE_FROM_ENV] = str(self.pid)
+        if self.watchdog and env.get("WATCHDOG_PID"):
+            env["WATCHDOG_PID"] = str(os.getpid())  # the watchdog passes to the new master (this pid)
         self.hook("pre_exec", self)
         signal.set_wakeup_fd(-1)
         os.chdir(self.start_cwd)
