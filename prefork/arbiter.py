@@ -200,7 +200,10 @@ class Arbiter:
             listener.sock.setblocking(not poll)
             kind = "socket activation" if self.activated else (
                 "inherited" if listener.fileno() in fds else "bound")
-            self.log.info("Listening at: %s (%s, %s)", listener.url(), self.pid, kind)
+            url = listener.url()
+            if self.ssl_context is not None:
+                url = url.replace("http://", "https://", 1)
+            self.log.info("Listening at: %s (%s, %s)", url, self.pid, kind)
 
     def _load_tls(self) -> None:
         """Build the TLS context before any fork: a bad certificate is a one-line error."""

@@ -176,22 +176,36 @@ def forwarded_elements(value: str) -> list[dict[str, str]]:
     return [e for e in elements if e]
 
 
+_node_cache: dict[str, tuple[str, str] | None] = {}
+
+
 def _node(text: str) -> tuple[str, str] | None:
     """``(address, port)`` from a hop such as ``192.0.2.1``, ``192.0.2.1:80``,
     ``[2001:db8::1]:443`` or ``2001:db8::1``; None for anything else
     (``unknown``, obfuscated names, garbage)."""
+    if text in _node_cache:
+        return _node_cache[text]
+    node = _parse_node(text)
+    if len(_node_cache) >= 4096:
+        _node_cache.clear()  # clients come back; a flood of new ones only costs a re-parse
+    _node_cache[text] = node
+    return node
+
+
+def _parse_node(text: str) -> tuple[str, str] | None:
     match = NODE.fullmatch(text)
     if match is None:
         return None
     v6, v6port, v4, v4port, bare = match.groups()
-    host = v6 or v4 or bare
     port = v6port or v4port or ""
-    ip = _ip(host)
-    if ip is None or (port and int(port) > 65535):
+    if port and int(port) > 65535:
         return None
-    if v6 and ip.version != 6:
+    try:
+        if v4:
+            return str(ipaddress.IPv4Address(v4)), port
+        return str(ipaddress.IPv6Address(v6 or bare)), port
+    except ValueError:
         return None
-    return str(ip), port
 
 
 def _ip(host: str) -> IPAddress | None:
