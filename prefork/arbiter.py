@@ -41,6 +41,8 @@ from .pidfile import Pidfile, PidfileError, alive
 from .settings import Address, Config, ConfigError
 from .sockets import Listener, adopt_fd, close_listeners, inherit_listeners, needs_poll
 from .systemd import Notifier, listen_fds, watchdog_interval
+from .tls import TLSSetupError, build_context
+from .tls import describe as describe_tls
 from .workers.base import EXIT_APP_LOAD_ERROR, EXIT_BOOT_ERROR, Worker, run_hook
 from .workers.sync import SyncWorker
 
@@ -119,6 +121,7 @@ class Arbiter:
         self.watchdog = 0.0  # seconds between WATCHDOG=1 pings, 0 when off
         self.next_ping = 0.0
         self.served_by_exited = 0  # requests served by workers that are gone
+        self.ssl_context: Any = None  # built once from the settings, shared by the workers
         self.sig_queue: collections.deque[int] = collections.deque()
         self._wake_r = self._wake_w = -1
 
@@ -154,6 +157,7 @@ class Arbiter:
             os.environ[key] = value
         self.log.info("Starting prefork %s", _version())
         self.hook("on_starting", self)
+        self._load_tls()
         self._install_signals()
         self._bind()
         if self.cfg.daemon and not self.upgrade_from:  # an upgrade's new master is detached already
@@ -199,7 +203,37 @@ class Arbiter:
             listener.sock.setblocking(not poll)
             kind = "socket activation" if self.activated else (
                 "inherited" if listener.fileno() in fds else "bound")
-            self.log.info("Listening at: %s (%s, %s)", listener.url(), self.pid, kind)
+            url = listener.url()
+            if self.ssl_context is not None:
+                url = url.replace("http://", "https://", 1)
+            self.log.info("Listening at: %s (%s, %s)", url, self.pid, kind)
+
+    def _load_tls(self) -> None:
+        """Build the TLS context before any fork: a bad certificate is a one-line error."""
+        try:
+            self.ssl_context = build_context(self.cfg)
+        except TLSSetupError as exc:
+            raise StartupError(str(exc)) from None
+        missing = {"tls"} if self.ssl_context else set()
+        if self.cfg.proxy_protocol:
+            missing.add("proxy_protocol")
+        missing -= SyncWorker.supports
+        if missing:
+            raise StartupError(f"the sync worker does not support {' and '.join(sorted(missing))} yet")
+        if self.ssl_context is not None:
+            self.log.info("%s", describe_tls(self.cfg))
+
+    def _reload_tls(self) -> None:
+        """Load the certificate again (renewals need no restart); keep the old one on error."""
+        try:
+            context = build_context(self.cfg)
+        except TLSSetupError as exc:
+            self.log.error("Reload: %s; keeping the previous TLS certificate", exc)
+            return
+        if (context is None) != (self.ssl_context is None):
+            self.log.warning("Reload: turning TLS on or off takes effect only on restart or USR2")
+            return
+        self.ssl_context = context
 
     def _daemonize(self) -> None:
         if os.fork():
@@ -335,6 +369,7 @@ class Arbiter:
                 self._apply_config(self.reload_config())
             except ConfigError as exc:
                 self.log.error("Reload: the config has an error, keeping the current one: %s", exc)
+        self._reload_tls()
         self.hook("on_reload", self)
         self.reloading = True
         self.generation += 1
@@ -399,6 +434,8 @@ class Arbiter:
         fds = ",".join(str(listener.fileno()) for listener in self.listeners)
         env[FDS_ENV] = (ACTIVATED if self.activated else "") + fds
         env[UPGRADE_FROM_ENV] = str(self.pid)
+        if self.watchdog and env.get("WATCHDOG_PID"):
+            env["WATCHDOG_PID"] = str(os.getpid())  # the watchdog passes to the new master (this pid)
         self.hook("pre_exec", self)
         signal.set_wakeup_fd(-1)
         os.chdir(self.start_cwd)
@@ -548,6 +585,7 @@ class Arbiter:
         slot = HeartbeatSlot(self.cfg.worker_tmp_dir)
         worker = SyncWorker(self.cfg, self.listeners, slot, self.log, self.worker_age, self.pid,
                             app=self.app)
+        worker.ssl_context = self.ssl_context
         self.hook("pre_fork", self, worker)
         # Signals sent to the new worker before it has its own handlers must not
         # reach the master's: they stay pending until the worker unblocks them.

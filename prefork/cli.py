@@ -29,6 +29,7 @@ from .settings import (
     gunicorn_unsupported_message,
     load_config_file,
 )
+from .tls import check_settings as check_tls_settings
 
 ENV_ARGS = "PREFORK_CMD_ARGS"
 # Read instead when PREFORK_CMD_ARGS is not set, for users coming from Gunicorn.
@@ -198,6 +199,7 @@ class Invocation:
             layers.append(self.env_layer)
         layers.append(self.cli_layer)
         cfg = build_config(layers, env)
+        check_tls_settings(cfg)
         cfg.warnings = file_warnings + self.warnings
         if need_app and not cfg.app_uri:
             raise click.UsageError(

@@ -327,6 +327,120 @@ def log_config_dict(value: Any) -> dict[str, Any] | None:
     return value
 
 
+# --- deployment: reverse proxies and TLS
+
+
+def ip_networks(value: Any) -> list[str]:
+    """Comma-separated (or a list of) IP addresses, CIDR networks or ``*``."""
+    import ipaddress
+
+    if isinstance(value, str):
+        items = value.split(",")
+    elif isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+        items = list(value)
+    else:
+        raise ValueError(f"expected comma-separated IP addresses or networks, got {value!r}")
+    entries: list[str] = []
+    for item in (i.strip() for i in items):
+        if not item:
+            continue
+        if item != "*":
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise ValueError(f"{item!r} is not an IP address, a network (10.0.0.0/8) or *") from None
+        entries.append(item)
+    return entries
+
+
+def default_forwarded_allow_ips(env: Mapping[str, str]) -> list[str]:
+    value = env.get("FORWARDED_ALLOW_IPS")
+    if value is None:
+        return ["127.0.0.1", "::1"]
+    try:
+        return ip_networks(value)
+    except ValueError as exc:
+        raise ConfigError(f"FORWARDED_ALLOW_IPS: {exc}") from None
+
+
+def header_values(value: Any) -> dict[str, str]:
+    """A dict of header name -> exact value, e.g. ``{"X-FORWARDED-PROTO": "https"}``."""
+    if not isinstance(value, Mapping):
+        raise ValueError(f"expected a dict of header names to values, got {value!r}")
+    headers: dict[str, str] = {}
+    for name, text in value.items():
+        if not isinstance(name, str) or not re.fullmatch(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+", name):
+            raise ValueError(f"{name!r} is not a header name")
+        if not isinstance(text, str):
+            raise ValueError(f"the value for {name!r} must be a string, got {text!r}")
+        headers[name.upper()] = text
+    return headers
+
+
+def readable_file(what: str) -> Callable[[Any], str | None]:
+    def validate(value: Any) -> str | None:
+        if value is None:
+            return None
+        path = string(value)
+        if not os.path.isfile(path):
+            raise ValueError(f"{what} {path!r} does not exist or is not a file")
+        if not os.access(path, os.R_OK):
+            raise ValueError(f"{what} {path!r} is not readable by this user")
+        return path
+
+    return validate
+
+
+CERT_REQS = {"0": 0, "1": 1, "2": 2, "CERT_NONE": 0, "CERT_OPTIONAL": 1, "CERT_REQUIRED": 2}
+
+
+def cert_reqs(value: Any) -> int:
+    """0, 1 or 2: ``ssl.CERT_NONE``, ``CERT_OPTIONAL``, ``CERT_REQUIRED``."""
+    if isinstance(value, int) and not isinstance(value, bool) and value in (0, 1, 2):
+        return value
+    if isinstance(value, str) and value.strip().upper() in CERT_REQS:
+        return CERT_REQS[value.strip().upper()]
+    raise ValueError(f"expected 0 (none), 1 (optional) or 2 (required), got {value!r}")
+
+
+# Gunicorn's --ssl-version chose an ``ssl.PROTOCOL_*`` constant. prefork always
+# negotiates the highest version both sides support and reads the value as the
+# lowest version it accepts. The ints are the ``ssl.PROTOCOL_*`` values an
+# existing config file may hold.
+SSL_VERSIONS = {
+    "TLS": "TLS", "SSLV23": "TLS", "TLS_SERVER": "TLS",
+    "TLSV1": "TLSv1", "TLSV1_1": "TLSv1_1", "TLSV1_2": "TLSv1_2", "TLSV1_3": "TLSv1_3",
+}
+SSL_PROTOCOL_NUMBERS = {2: "TLS", 17: "TLS", 3: "TLSv1", 4: "TLSv1_1", 5: "TLSv1_2"}
+
+
+def ssl_version(value: Any) -> str:
+    if isinstance(value, int) and not isinstance(value, bool):
+        if value in SSL_PROTOCOL_NUMBERS:
+            return SSL_PROTOCOL_NUMBERS[value]
+    elif isinstance(value, str):
+        key = value.strip().upper().removeprefix("PROTOCOL_").replace(".", "_")
+        if key in SSL_VERSIONS:
+            return SSL_VERSIONS[key]
+        if key in ("SSLV2", "SSLV3"):
+            raise ValueError(f"{value} is insecure and not supported; use TLSv1_2 or TLSv1_3")
+    raise ValueError(f"expected TLS, TLSv1, TLSv1_1, TLSv1_2 or TLSv1_3, got {value!r}")
+
+
+def cipher_list(value: Any) -> str | None:
+    """An OpenSSL cipher list, checked against this OpenSSL build."""
+    if value is None:
+        return None
+    text = string(value).strip()
+    import ssl
+
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).set_ciphers(text)
+    except ssl.SSLError:
+        raise ValueError(f"no cipher matches {text!r} in this OpenSSL ({ssl.OPENSSL_VERSION})") from None
+    return text
+
+
 # --- the table
 
 
@@ -629,6 +743,79 @@ SETTINGS: list[Setting] = [
     # ----- end of configuration and logging settings -----
 
     # ----- Deployment: systemd, proxies, TLS -----
+    _s("forwarded_allow_ips", "Reverse proxies", ("--forwarded-allow-ips",), ip_networks,
+       default_forwarded_allow_ips,
+       """The proxies trusted to say who the client is: comma-separated IP addresses
+       or networks (``10.0.0.0/8``), or ``*`` to trust any peer. Only on connections
+       from these addresses are ``X-Forwarded-For``, ``Forwarded`` and the
+       ``secure_scheme_headers`` used to set ``REMOTE_ADDR`` and ``wsgi.url_scheme``;
+       from anyone else they are passed to the application as ordinary headers.
+       Connections on a unix socket are always trusted: only local processes with
+       access to the socket file can make them. Defaults to ``$FORWARDED_ALLOW_IPS``
+       when set, as in Gunicorn.""",
+       example="--forwarded-allow-ips 10.0.0.0/8,192.168.1.5", metavar="IPS",
+       default_doc="127.0.0.1,::1 ($FORWARDED_ALLOW_IPS if set)"),
+    _s("secure_scheme_headers", "Reverse proxies", (), header_values,
+       {"X-FORWARDED-PROTOCOL": "ssl", "X-FORWARDED-PROTO": "https", "X-FORWARDED-SSL": "on"},
+       """Config file only. The headers, and their exact values, by which a trusted
+       proxy (see ``forwarded_allow_ips``) says the client used HTTPS; a match sets
+       ``wsgi.url_scheme`` to ``https``, a listed header with another value sets it to
+       ``http``. Header names are case-insensitive, values case-sensitive. Two listed
+       headers that disagree make the request a ``400``. Your proxy must overwrite
+       these headers, never pass on the client's.""",
+       example='secure_scheme_headers = {"X-FORWARDED-PROTO": "https"}',
+       default_doc="X-FORWARDED-PROTOCOL: ssl, X-FORWARDED-PROTO: https, X-FORWARDED-SSL: on"),
+    _s("proxy_protocol", "Reverse proxies", ("--proxy-protocol",), boolean, False,
+       """Expect a PROXY protocol header (version 1 or 2, as sent by HAProxy's
+       ``send-proxy``, AWS NLB, stunnel) at the start of every connection from the
+       peers in ``--proxy-allow-from``; its client address becomes ``REMOTE_ADDR``. A
+       missing or malformed header closes the connection. Connections from other peers
+       are plain HTTP, and a PROXY header from them is never believed.""",
+       example="--proxy-protocol --proxy-allow-from 10.0.0.0/8", is_flag=True),
+    _s("proxy_allow_ips", "Reverse proxies", ("--proxy-allow-from",), ip_networks,
+       lambda env: ["127.0.0.1", "::1"],
+       """The peers that must send a PROXY protocol header when ``--proxy-protocol``
+       is on: comma-separated IP addresses or networks, or ``*`` for any peer. Unix
+       socket connections always count as allowed.""",
+       example="--proxy-allow-from 10.0.0.0/8", metavar="IPS", default_doc="127.0.0.1,::1"),
+    _s("certfile", "TLS", ("--certfile",), readable_file("certificate file"), None,
+       """Serve HTTPS on every listener with this PEM certificate (followed by its
+       intermediate certificates). The master loads it at start, so a bad certificate
+       stops the server with a one-line error, and the workers never need to read it
+       (it may be readable by root only). ``HUP`` loads it again: renewed certificates
+       need no restart.""",
+       example="--certfile /etc/ssl/example.com/fullchain.pem", metavar="FILE", default_doc="off"),
+    _s("keyfile", "TLS", ("--keyfile",), readable_file("key file"), None,
+       """The PEM private key of ``--certfile``, if it is not in the certificate file.""",
+       example="--keyfile /etc/ssl/example.com/privkey.pem", metavar="FILE",
+       default_doc="the key in --certfile"),
+    _s("ca_certs", "TLS", ("--ca-certs",), readable_file("CA certificates file"), None,
+       """PEM certificates of the authorities that sign client certificates, for
+       ``--cert-reqs 1`` or ``2``.""",
+       example="--ca-certs /etc/ssl/clients-ca.pem", metavar="FILE", default_doc="none"),
+    _s("cert_reqs", "TLS", ("--cert-reqs",), cert_reqs, 0,
+       """Client certificates: ``0`` not asked for, ``1`` verified if the client
+       sends one, ``2`` required (the handshake fails without a valid one). ``1`` and
+       ``2`` need ``--ca-certs``. The application sees the verified certificate's subject
+       in ``SSL_CLIENT_S_DN`` and the whole ``getpeercert()`` dict in
+       ``environ["prefork.peer_certificate"]``.""",
+       example="--cert-reqs 2 --ca-certs /etc/ssl/clients-ca.pem", metavar="0|1|2"),
+    _s("ciphers", "TLS", ("--ciphers",), cipher_list, None,
+       """The TLS 1.2 cipher suites to allow, as an OpenSSL cipher list. Defaults to
+       Python's list of strong ciphers. TLS 1.3 suites are not affected.""",
+       example="--ciphers ECDHE+AESGCM:ECDHE+CHACHA20", metavar="CIPHERS",
+       default_doc="Python's default"),
+    _s("ssl_version", "TLS", ("--ssl-version",), ssl_version, "TLS",
+       """The oldest TLS version accepted: ``TLSv1_2``, ``TLSv1_3`` (or the legacy
+       ``TLSv1``, ``TLSv1_1``, which your OpenSSL may refuse anyway). The newest version
+       both sides support is always negotiated. ``TLS`` (Gunicorn's default, also
+       ``SSLv23`` and the ``ssl.PROTOCOL_*`` numbers) keeps Python's minimum, TLS 1.2.""",
+       example="--ssl-version TLSv1_3", metavar="VERSION", default_doc="TLS (TLS 1.2 or newer)"),
+    _s("do_handshake_on_connect", "TLS", ("--do-handshake-on-connect",), boolean, False,
+       """Accepted for Gunicorn compatibility. prefork always completes the TLS
+       handshake in the worker right after ``accept()``, within ``--timeout``, before
+       reading the request; with a sync worker that is what either value amounts to.""",
+       example="--do-handshake-on-connect", is_flag=True),
 
     # ----- end of deployment settings -----
 

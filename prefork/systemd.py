@@ -30,6 +30,9 @@ class Notifier:
             if self._sock is None:
                 self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
                 self._sock.set_inheritable(False)
+                # Never wait for the supervisor: a message it is too slow to
+                # take is dropped, and the main loop goes on.
+                self._sock.setblocking(False)
             self._sock.sendto("\n".join(lines).encode("utf-8"), self.address)
             return True
         except OSError:

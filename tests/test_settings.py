@@ -105,3 +105,45 @@ def test_load_app_forms(monkeypatch):
     assert body == [b"hey?"]
     with pytest.raises(AppNotFound, match="'basic.factory' is not callable|is not callable"):
         load_app("basic:not_callable()")
+
+
+# --- deployment settings
+
+
+def test_forwarded_allow_ips_defaults_and_environment():
+    assert build_config([], {}).forwarded_allow_ips == ["127.0.0.1", "::1"]
+    cfg = build_config([], {"FORWARDED_ALLOW_IPS": "10.0.0.0/8, 192.168.1.5"})
+    assert cfg.forwarded_allow_ips == ["10.0.0.0/8", "192.168.1.5"]
+    cfg = build_config([Layer("command line", {"forwarded_allow_ips": "*"})], {"FORWARDED_ALLOW_IPS": "10.0.0.1"})
+    assert cfg.forwarded_allow_ips == ["*"]
+    with pytest.raises(ConfigError, match=r"^FORWARDED_ALLOW_IPS: 'nginx' is not an IP address"):
+        build_config([], {"FORWARDED_ALLOW_IPS": "nginx"})
+
+
+@pytest.mark.parametrize("name, value, message", [
+    ("forwarded_allow_ips", "10.0.0.0/33", "'10.0.0.0/33' is not an IP address"),
+    ("proxy_allow_ips", ["10.0.0.1", "localhost"], "'localhost' is not an IP address"),
+    ("secure_scheme_headers", "X-Forwarded-Proto: https", "expected a dict"),
+    ("secure_scheme_headers", {"X-Proto": 1}, "must be a string"),
+    ("certfile", "/nonexistent/cert.pem", "certificate file '/nonexistent/cert.pem' does not exist"),
+    ("cert_reqs", "required", "expected 0 .none., 1 .optional. or 2 .required."),
+    ("ssl_version", "SSLv3", "insecure"),
+    ("ssl_version", "TLSv2", "expected TLS, TLSv1"),
+    ("ciphers", "NO-SUCH-CIPHER", "no cipher matches"),
+])
+def test_deployment_settings_reject(name, value, message):
+    with pytest.raises(ConfigError, match=message):
+        build_config([Layer("command line", {name: value})], {})
+
+
+@pytest.mark.parametrize("value, expected", [
+    ("TLS", "TLS"), ("SSLv23", "TLS"), ("tlsv1_2", "TLSv1_2"), ("TLSv1.3", "TLSv1_3"),
+    ("PROTOCOL_TLSv1_1", "TLSv1_1"), (2, "TLS"), (5, "TLSv1_2"), (17, "TLS"),
+])
+def test_ssl_version_names(value, expected):
+    assert build_config([Layer("command line", {"ssl_version": value})], {}).ssl_version == expected
+
+
+def test_secure_scheme_headers_names_are_upper_cased():
+    cfg = build_config([Layer("config file x", {"secure_scheme_headers": {"X-Scheme": "https"}})], {})
+    assert cfg.secure_scheme_headers == {"X-SCHEME": "https"}

@@ -6,6 +6,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -41,6 +42,21 @@ def test_notify_abstract_socket():
         notifier = Notifier({"NOTIFY_SOCKET": name})
         assert notifier.notify("READY=1", "STATUS=ok")
         assert sock.recv(100) == b"READY=1\nSTATUS=ok"
+        notifier.close()
+
+
+def test_notify_never_blocks_when_the_supervisor_does_not_read(tmp_path):
+    """A full notify queue drops messages; it must never hang the master's loop."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind(str(tmp_path / "notify"))
+        notifier = Notifier({"NOTIFY_SOCKET": str(tmp_path / "notify")})
+        results = []
+        sender = threading.Thread(
+            target=lambda: results.extend(notifier.notify("WATCHDOG=1") for _ in range(5000)), daemon=True)
+        sender.start()
+        sender.join(5)
+        assert not sender.is_alive(), "notify() blocked"
+        assert results[0] and not results[-1]
         notifier.close()
 
 
@@ -229,3 +245,46 @@ def _zombies_in_namespace(unshare_pid):
 
 def _sleepers_in_namespace(unshare_pid):
     return [p for p in _namespace_processes(unshare_pid) if p[2] in ("sleep", "sh")]
+
+
+def test_watchdog_follows_a_usr2_upgrade(test_app):
+    """systemd names the watched pid in WATCHDOG_PID; after a USR2 upgrade the new
+    master must keep pinging, or systemd kills the service once the old one exits."""
+    env = dict(os.environ, WATCHDOG_USEC="200000")
+    server = test_app("basic:hello", env=env, upgrade_auto=True,
+                      wrapper=["sh", "-c", 'WATCHDOG_PID=$$ exec "$@"', "sh"])
+    assert [m for m in collect(server, 0.5) if "WATCHDOG=1" in m.split("\n")]
+    server.send_signal(signal.SIGUSR2)
+    match = server.wait_for_log(r"Upgrade: this master \((\d+)\) replaces", timeout=20)
+    new_master = int(match.group(1))
+    try:
+        assert server.proc.wait(20) == 0  # the old master is gone
+        _drain(server)  # what it sent while alive
+        pings = [m for m in collect(server, 1.0) if "WATCHDOG=1" in m.split("\n")]
+        assert len(pings) >= 5
+    finally:
+        os.kill(new_master, signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        while _alive(new_master):
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+
+
+def _drain(server):
+    server._notify.setblocking(False)
+    try:
+        while server._notify.recv(65536):
+            pass
+    except BlockingIOError:
+        pass
+    finally:
+        server._notify.setblocking(True)
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rsplit(")", 1)[1].split()[0] != "Z"

@@ -37,6 +37,10 @@ class StopWaiting(BaseException):
 class Worker:
     """One worker process; ``run`` is the serving loop of a subclass."""
 
+    # Deployment features the serving loop implements ("tls", "proxy_protocol");
+    # the master refuses to start with a setting that needs a missing one.
+    supports: frozenset[str] = frozenset()
+
     def __init__(
         self,
         cfg: Config,
@@ -74,6 +78,7 @@ class Worker:
             header_map=cfg.header_map,
         )
         self.server_lines = f"Server: {SERVER_SOFTWARE}\r\n"
+        self.ssl_context: Any = None  # set by the master when TLS is on
 
     # --- life cycle, in the child
 
@@ -191,7 +196,8 @@ class Worker:
             name, port = host, str(port_number)
         del address
         errors = ErrorStream(self.log.error_log.error)
-        return base_environ(name, port, self.cfg.workers > 1, errors)
+        scheme = "https" if self.ssl_context is not None else "http"
+        return base_environ(name, port, self.cfg.workers > 1, errors, scheme)
 
     def on_idle(self) -> None:
         """Called whenever a wait for work times out: beat, and check the master."""

@@ -1,0 +1,151 @@
+# What happens to a connection between accept() and its first request, and
+# who its client is: the PROXY protocol header (when the peer must send one),
+# the TLS handshake (when prefork terminates TLS), and, for each request, the
+# client address and scheme from the proxy headers of trusted peers. The
+# worker makes one ``Ingress`` when it starts and calls ``open`` after each
+# accept() and ``client`` for each request; every rule lives here or in the
+# sans-IO modules it calls, so a worker class needs only those two calls.
+#
+# The PROXY header is read with MSG_PEEK and then exactly its own length is
+# consumed, so the bytes after it (a TLS ClientHello, or the request) stay in
+# the socket for whoever reads next.
+from __future__ import annotations
+
+import select
+import socket
+import time
+from collections.abc import Callable
+from typing import Any
+
+from ..http.forwarded import Client, ForwardedRules, Peer, TrustedPeers
+from ..http.proxy import (
+    V2_FIXED,
+    V2_MAX_PAYLOAD,
+    ProxyInfo,
+    ProxyProtocolError,
+    parse_proxy_header,
+    proxy_environ,
+)
+from ..settings import Config
+from ..tls import HandshakeFailed, handshake, tls_environ
+
+PEEK_SIZE = V2_FIXED + V2_MAX_PAYLOAD
+# A PROXY header is sent in one segment; when one arrives in pieces anyway, the
+# peek is repeated at this pace until the rest is there.
+FRAGMENT_WAIT = 0.005
+
+
+class ConnectionRejected(Exception):
+    """Close the connection without a response; ``str()`` says why, in one line."""
+
+
+class ClientConnection:
+    """An accepted connection, ready for its first request."""
+
+    __slots__ = ("sock", "peer", "proxy", "environ")
+
+    def __init__(self, sock: Any, peer: Peer, proxy: ProxyInfo | None, environ: dict[str, Any]) -> None:
+        self.sock = sock  # a plain socket, or a tls.TLSConnection
+        self.peer = peer  # (address, port), after any PROXY header; None on a unix socket
+        self.proxy = proxy  # the PROXY header, if one was read
+        self.environ = environ  # per-connection environ keys (TLS, PROXY_*)
+
+    @property
+    def is_tls(self) -> bool:
+        return "HTTPS" in self.environ
+
+
+class Ingress:
+    """The deployment rules of one worker, prepared once."""
+
+    def __init__(self, cfg: Config, ssl_context: Any, beat: Callable[[], None], interval: float) -> None:
+        self.ssl_context = ssl_context
+        self.beat = beat
+        self.interval = interval
+        self.scheme = "https" if ssl_context is not None else "http"
+        self.rules = ForwardedRules(cfg.forwarded_allow_ips, cfg.secure_scheme_headers)
+        self.proxy_peers = TrustedPeers(cfg.proxy_allow_ips) if cfg.proxy_protocol else None
+
+    def open(self, sock: socket.socket, addr: Any, timeout: float) -> ClientConnection:
+        """Read the PROXY header and complete the TLS handshake, within ``timeout``.
+
+        Raises ConnectionRejected when the connection must be closed unanswered.
+        """
+        deadline = time.monotonic() + timeout
+        peer = peer_of(addr)
+        proxy = None
+        environ: dict[str, Any] = {}
+        if self.proxy_peers is not None and self.proxy_peers.trusts(peer):
+            proxy = self._read_proxy_header(sock, deadline)
+            if proxy.source is not None:
+                peer = (proxy.source[0], str(proxy.source[1]))
+            environ.update(proxy_environ(proxy))
+        if self.ssl_context is not None:
+            try:
+                sock = handshake(self.ssl_context, sock, max(deadline - time.monotonic(), 0.001),
+                                 self.beat, self.interval)
+            except HandshakeFailed as exc:
+                raise ConnectionRejected(exc.detail) from None
+            environ.update(tls_environ(sock))
+        return ClientConnection(sock, peer, proxy, environ)
+
+    def client(self, conn: ClientConnection, headers: list[tuple[str, str]]) -> Client:
+        """REMOTE_ADDR, REMOTE_PORT and wsgi.url_scheme for a request on ``conn``.
+
+        Raises an ``HTTPError`` (400) when a trusted proxy's scheme headers disagree.
+        """
+        return self.rules.client(conn.peer, headers, self.scheme)
+
+    def _read_proxy_header(self, sock: socket.socket, deadline: float) -> ProxyInfo:
+        seen = -1
+        while True:
+            try:
+                data = sock.recv(PEEK_SIZE, socket.MSG_PEEK)
+            except BlockingIOError:  # SO_RCVTIMEO: a beat interval without data
+                data = None
+                self.beat()
+            if data == b"":
+                raise ConnectionRejected("closed before sending its PROXY header")
+            if data:
+                try:
+                    parsed = parse_proxy_header(data)
+                except ProxyProtocolError as exc:
+                    raise ConnectionRejected(exc.detail) from None
+                if parsed is not None:
+                    info, used = parsed
+                    _consume(sock, used)
+                    return info
+            if time.monotonic() > deadline:
+                raise ConnectionRejected("no complete PROXY header in time")
+            if data is not None and len(data) == seen:
+                if _peer_hung_up(sock):
+                    raise ConnectionRejected("closed before sending its PROXY header")
+                self.beat()
+                time.sleep(FRAGMENT_WAIT)
+            seen = len(data) if data is not None else seen
+
+
+def _consume(sock: socket.socket, count: int) -> None:
+    """Read and drop ``count`` bytes that a peek has shown are there."""
+    while count > 0:
+        data = sock.recv(count)
+        if not data:
+            raise ConnectionRejected("closed inside its PROXY header")
+        count -= len(data)
+
+
+def _peer_hung_up(sock: socket.socket) -> bool:
+    """Whether the peer has shut down its side (Linux: POLLRDHUP), though bytes are unread."""
+    rdhup = getattr(select, "POLLRDHUP", 0)
+    if not rdhup:
+        return False
+    poller = select.poll()
+    poller.register(sock, rdhup)
+    return bool(poller.poll(0))
+
+
+def peer_of(addr: Any) -> Peer:
+    """``(address, port)`` of a TCP peer as accept() returns it; None on a unix socket."""
+    if isinstance(addr, tuple):
+        return addr[0], str(addr[1])
+    return None
