@@ -135,13 +135,31 @@ def describe(cfg: Config) -> str:
 
 
 class TLSConnection(ssl.SSLSocket):
-    """An accepted TLS connection that waits like the worker's plain sockets."""
+    """An accepted TLS connection that waits like the worker's plain sockets.
+
+    The worker reads with buffers larger than a TLS record (16 KiB), so each
+    read takes a whole record and OpenSSL never holds decrypted bytes between
+    reads: ``poll()`` on the socket tells whether the client sent more.
+    """
 
     def recv(self, buflen: int = 1024, flags: int = 0) -> bytes:
+        if flags:
+            return self._peek(buflen)
         try:
             return super().recv(buflen, flags)
         except (TimeoutError, ssl.SSLWantReadError):
             raise BlockingIOError(errno.EAGAIN, "no data within a beat interval") from None
+
+    def _peek(self, buflen: int) -> bytes:
+        """``recv(n, MSG_PEEK | MSG_DONTWAIT)``, the worker's last look before it
+        closes an idle connection: TLS cannot peek at plaintext, so this looks at
+        the socket itself. Returns the raw bytes waiting there (a TLS record) or
+        b"" at the client's EOF; raises BlockingIOError when nothing is there."""
+        poller = select.poll()
+        poller.register(self.fileno(), select.POLLIN)
+        if not poller.poll(0):
+            raise BlockingIOError(errno.EAGAIN, "nothing waiting")
+        return socket.socket.recv(self, buflen, socket.MSG_PEEK)
 
     def recv_into(self, buffer: Any, nbytes: int | None = None, flags: int = 0) -> int:
         try:

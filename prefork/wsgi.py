@@ -21,6 +21,7 @@ from . import SERVER_SOFTWARE
 from .http import response as http_response
 from .http.body import ChunkedBody, LengthBody
 from .http.errors import HTTPError
+from .http.forwarded import Client
 from .http.request import Request
 from .http.response import InvalidResponse
 
@@ -343,6 +344,22 @@ def _split_host(host: str, scheme: str) -> tuple[str, str]:
     if len(_host_cache) < 256:
         _host_cache[host] = result
     return result
+
+
+def set_client(environ: dict[str, Any], client: Client, host: str | None) -> None:
+    """REMOTE_ADDR, REMOTE_PORT and wsgi.url_scheme as a trusted proxy tells them;
+    without a port in ``host``, SERVER_PORT follows the scheme."""
+    environ["REMOTE_ADDR"] = client.addr
+    environ["REMOTE_PORT"] = client.port
+    scheme = client.scheme
+    if scheme != environ["wsgi.url_scheme"]:
+        environ["wsgi.url_scheme"] = scheme
+        if host and not _explicit_port(host):
+            environ["SERVER_PORT"] = "443" if scheme == "https" else "80"
+
+
+def _explicit_port(host: str) -> str:
+    return host[host.rfind("]") + 1:].partition(":")[2]
 
 
 # Unread request body up to this many bytes is read and discarded after the

@@ -390,15 +390,3 @@ def test_keyfile_without_certfile_is_a_settings_error(certs):
     proc = run_prefork(["--keyfile", certs["server.key"], "basic:hello"], APPS)
     assert proc.returncode == 2
     assert proc.stderr.strip() == "prefork: error: --keyfile has no effect without --certfile"
-
-
-@pytest.mark.skipif("tls" in __import__("prefork.workers.sync", fromlist=["SyncWorker"]).SyncWorker.supports,
-                    reason="the sync worker serves TLS")
-def test_tls_is_refused_rather_than_served_in_clear(certs):
-    """Until the worker wraps connections, asking for TLS must not give plain HTTP."""
-    from conftest import APPS
-
-    proc = run_prefork(["-b", "127.0.0.1:0", "--certfile", certs["server.pem"], "--keyfile",
-                        certs["server.key"], "basic:hello"], APPS)
-    assert proc.returncode == 1
-    assert "the sync worker does not support tls yet" in proc.stderr

@@ -14,10 +14,10 @@ from __future__ import annotations
 import select
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
-from ..http.forwarded import Client, ForwardedRules, Peer, TrustedPeers
+from ..http.forwarded import UNIX_PEER_ADDR, Client, ForwardedRules, Peer, TrustedPeers
 from ..http.proxy import (
     V2_FIXED,
     V2_MAX_PAYLOAD,
@@ -26,8 +26,10 @@ from ..http.proxy import (
     parse_proxy_header,
     proxy_environ,
 )
+from ..http.request import Request
 from ..settings import Config
 from ..tls import HandshakeFailed, handshake, tls_environ
+from ..wsgi import set_client
 
 PEEK_SIZE = V2_FIXED + V2_MAX_PAYLOAD
 # A PROXY header is sent in one segment; when one arrives in pieces anyway, the
@@ -42,13 +44,17 @@ class ConnectionRejected(Exception):
 class ClientConnection:
     """An accepted connection, ready for its first request."""
 
-    __slots__ = ("sock", "peer", "proxy", "environ")
+    __slots__ = ("sock", "peer", "proxy", "environ", "remote", "trusted")
 
-    def __init__(self, sock: Any, peer: Peer, proxy: ProxyInfo | None, environ: dict[str, Any]) -> None:
+    def __init__(self, sock: Any, peer: Peer, proxy: ProxyInfo | None, environ: dict[str, Any],
+                 trusted: bool = False) -> None:
         self.sock = sock  # a plain socket, or a tls.TLSConnection
         self.peer = peer  # (address, port), after any PROXY header; None on a unix socket
         self.proxy = proxy  # the PROXY header, if one was read
         self.environ = environ  # per-connection environ keys (TLS, PROXY_*)
+        # REMOTE_ADDR and REMOTE_PORT unless a trusted proxy's headers say otherwise
+        self.remote: tuple[str, str] = peer if peer is not None else (UNIX_PEER_ADDR, "")
+        self.trusted = trusted  # the peer is a proxy whose forwarding headers count
 
     @property
     def is_tls(self) -> bool:
@@ -65,6 +71,7 @@ class Ingress:
         self.scheme = "https" if ssl_context is not None else "http"
         self.rules = ForwardedRules(cfg.forwarded_allow_ips, cfg.secure_scheme_headers)
         self.proxy_peers = TrustedPeers(cfg.proxy_allow_ips) if cfg.proxy_protocol else None
+        self.forwarding_keys = forwarding_keys(cfg.secure_scheme_headers)
 
     def open(self, sock: socket.socket, addr: Any, timeout: float) -> ClientConnection:
         """Read the PROXY header and complete the TLS handshake, within ``timeout``.
@@ -87,7 +94,7 @@ class Ingress:
             except HandshakeFailed as exc:
                 raise ConnectionRejected(exc.detail) from None
             environ.update(tls_environ(sock))
-        return ClientConnection(sock, peer, proxy, environ)
+        return ClientConnection(sock, peer, proxy, environ, self.rules.trusted.trusts(peer))
 
     def client(self, conn: ClientConnection, headers: list[tuple[str, str]]) -> Client:
         """REMOTE_ADDR, REMOTE_PORT and wsgi.url_scheme for a request on ``conn``.
@@ -95,6 +102,17 @@ class Ingress:
         Raises an ``HTTPError`` (400) when a trusted proxy's scheme headers disagree.
         """
         return self.rules.client(conn.peer, headers, self.scheme)
+
+    def identify(self, conn: ClientConnection, req: Request, environ: dict[str, Any]) -> None:
+        """Let the forwarding headers of a trusted proxy (``conn.trusted``) set
+        REMOTE_ADDR, REMOTE_PORT and wsgi.url_scheme in ``environ``.
+
+        Raises an ``HTTPError`` (400) when the proxy's scheme headers disagree.
+        """
+        keys = self.forwarding_keys
+        if keys is not None and environ.keys().isdisjoint(keys):
+            return  # the common case, a local client without a proxy: one set operation
+        set_client(environ, self.rules.client(conn.peer, req.headers, self.scheme), req.host)
 
     def _read_proxy_header(self, sock: socket.socket, deadline: float) -> ProxyInfo:
         seen = -1
@@ -125,6 +143,15 @@ class Ingress:
             seen = len(data) if data is not None else seen
 
 
+def forwarding_keys(secure_scheme_headers: Mapping[str, str]) -> frozenset[str] | None:
+    """The environ keys of the headers that forwarding rules read, or None when a
+    header could be missing from the environ (a name with "_" may be dropped there)."""
+    names = ["X-Forwarded-For", "Forwarded", *secure_scheme_headers]
+    if any("_" in name or name.lower() in ("content-type", "content-length") for name in names):
+        return None
+    return frozenset("HTTP_" + name.upper().replace("-", "_") for name in names)
+
+
 def _consume(sock: socket.socket, count: int) -> None:
     """Read and drop ``count`` bytes that a peek has shown are there."""
     while count > 0:
@@ -149,3 +176,9 @@ def peer_of(addr: Any) -> Peer:
     if isinstance(addr, tuple):
         return addr[0], str(addr[1])
     return None
+
+
+def describe_peer(addr: Any) -> str:
+    """``address:port`` of a TCP peer, for the log."""
+    peer = peer_of(addr)
+    return f"{peer[0]}:{peer[1]}" if peer is not None else "unix socket"

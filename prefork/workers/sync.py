@@ -34,6 +34,7 @@ from ..http.response import InvalidResponse
 from ..sockets import Listener, needs_poll
 from ..wsgi import DRAIN_BUDGET, Input, Response, SendFile, build_environ, run_app
 from .base import StopWaiting, Worker
+from .ingress import ClientConnection, ConnectionRejected, Ingress, describe_peer
 
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 RECV_SIZE = 65536
@@ -95,6 +96,8 @@ class BodyReader:
 class SyncWorker(Worker):
     """Serves one connection at a time; keeps it only while nobody else waits."""
 
+    supports = frozenset({"tls", "proxy_protocol"})
+
     def run(self) -> None:
         self.bases = {listener.fileno(): self.environ_base(listener) for listener in self.listeners}
         # Reading a request head, and a request body, must each be done
@@ -106,6 +109,7 @@ class SyncWorker(Worker):
         for fd in self.listener_fds:
             self._pending.register(fd, select.POLLIN)
         self.nobody_waiting: Callable[[], bool] = self._nobody_waiting
+        self.ingress = Ingress(self.cfg, self.ssl_context, self.slot.beat, self.beat_interval)
         if not needs_poll(self.listeners):
             self._accept_loop(self.listeners[0])
         else:
@@ -177,7 +181,13 @@ class SyncWorker(Worker):
         try:
             if _ACCEPTED_NONBLOCKING:
                 conn.setblocking(True)
-            self.serve_connection(listener, conn, addr)
+            try:  # the PROXY header and the TLS handshake, if any
+                client = self.ingress.open(conn, addr, self.read_timeout)
+            except ConnectionRejected as exc:
+                self.log.debug("connection from %s closed: %s", describe_peer(addr), exc)
+                return
+            conn = client.sock  # a TLS connection replaces (detaches) the accepted socket
+            self.serve_connection(listener, client)
         except OSError as exc:
             if exc.errno not in (errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN, errno.EAGAIN):
                 self.log.debug("connection error: %s", exc)
@@ -186,14 +196,15 @@ class SyncWorker(Worker):
         finally:
             conn.close()
 
-    def serve_connection(self, listener: Listener, conn: socket.socket, addr: Any) -> None:
-        """Serve requests on ``conn`` until one of the sides ends it."""
-        if isinstance(addr, tuple):
-            remote = (addr[0], str(addr[1]))
-        else:
-            remote = ("", "")
+    def serve_connection(self, listener: Listener, client: ClientConnection) -> None:
+        """Serve requests on ``client`` until one of the sides ends it."""
+        conn = client.sock
+        remote = client.remote
         base = self.bases[listener.fileno()]
-        sendfile = self._sendfile(conn)
+        if client.environ:  # TLS and PROXY keys: the same for every request on it
+            base = {**base, **client.environ}
+        sendfile = None if client.is_tls else self._sendfile(conn)  # sendfile would bypass TLS
+        forwarding = client if client.trusted else None
         buf = b""
         while True:
             try:
@@ -204,7 +215,7 @@ class SyncWorker(Worker):
             if parsed is None:
                 return
             req, buf = parsed
-            keep, buf = self.serve_request(conn, req, buf, base, remote, sendfile)
+            keep, buf = self.serve_request(conn, req, buf, base, remote, sendfile, forwarding)
             if not keep:
                 return
             if not buf and not self.wait_for_next(conn):
@@ -320,8 +331,12 @@ class SyncWorker(Worker):
         base: dict[str, Any],
         remote: tuple[str, str],
         sendfile: SendFile | None = None,
+        forwarding: ClientConnection | None = None,
     ) -> tuple[bool, bytes]:
-        """Serve one request; (whether the connection may carry another, its bytes so far)."""
+        """Serve one request; (whether the connection may carry another, its bytes so far).
+
+        ``forwarding`` is the connection when its peer is a trusted proxy.
+        """
         self.request_started(req)
         slot = self.slot
         body = ChunkedBody(self.limits) if req.chunked else LengthBody(req.content_length)
@@ -338,6 +353,8 @@ class SyncWorker(Worker):
         environ: dict[str, Any] = {}
         try:
             environ = build_environ(base, req, remote, inp)
+            if forwarding is not None:
+                self.ingress.identify(forwarding, req, environ)
             run_app(self.app, environ, resp)  # type: ignore[arg-type]
         except HTTPError as exc:
             self.reject(conn, inp.error or exc, remote, req, resp.head_sent)
@@ -390,7 +407,7 @@ class SyncWorker(Worker):
     ) -> None:
         """Log a failed request in one line, answer it if still possible, and linger."""
         what = repr(req.line) if req is not None else "request"
-        who = f"{remote[0]}:{remote[1]}" if remote[0] else "unix socket"
+        who = f"{remote[0]}:{remote[1]}" if remote[1] else "unix socket"
         if isinstance(exc, InvalidResponse):
             self.log.error("invalid response to %s: %s", what, exc.detail)
         elif isinstance(exc, (IncompleteBody, RequestTimeout)):
