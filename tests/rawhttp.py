@@ -29,9 +29,11 @@ class Response:
 class Conn:
     """One client connection; ``buf`` holds bytes received but not yet parsed."""
 
-    def __init__(self, port, timeout=5.0, family=socket.AF_INET, address=None):
+    def __init__(self, port, timeout=5.0, family=socket.AF_INET, address=None, source=None):
         self.sock = socket.socket(family, socket.SOCK_STREAM)
         self.sock.settimeout(timeout)
+        if source:  # e.g. 127.0.0.2: a loopback peer that is not a trusted proxy
+            self.sock.bind((source, 0))
         self.sock.connect(address or ("127.0.0.1", port))
         self.buf = b""
 
