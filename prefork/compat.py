@@ -86,7 +86,9 @@ GUNICORN_SETTINGS: dict[str, GunicornSetting] = {g.name: g for g in [
     _g("pythonpath", "--pythonpath"),
     _g("paste", "--paste --paster", note="Name the WSGI callable as APP_MODULE instead."),
     _g("raw_paste_global_conf", "--paste-global"),
-    _g("proxy_protocol", "--proxy-protocol", FLAG),
+    _g("proxy_protocol", "--proxy-protocol", FLAG,
+       note="Versions 1 and 2. Connections from --proxy-allow-from must start with a PROXY "
+            "header (Gunicorn takes one if it is there); other peers speak plain HTTP."),
     _g("proxy_allow_ips", "--proxy-allow-from"),
     _g("protocol", "--protocol"),
     _g("uwsgi_allow_ips", "--uwsgi-allow-from"),
@@ -140,11 +142,13 @@ GUNICORN_SETTINGS: dict[str, GunicornSetting] = {g.name: g for g in [
     # TLS
     _g("keyfile", "--keyfile"),
     _g("certfile", "--certfile"),
-    _g("ssl_version", "--ssl-version"),
+    _g("ssl_version", "--ssl-version",
+       note="The oldest TLS version accepted; the newest both sides support is negotiated."),
     _g("cert_reqs", "--cert-reqs"),
     _g("ca_certs", "--ca-certs"),
     _g("suppress_ragged_eofs", "--suppress-ragged-eofs", FLAG),
-    _g("do_handshake_on_connect", "--do-handshake-on-connect", FLAG),
+    _g("do_handshake_on_connect", "--do-handshake-on-connect", FLAG,
+       note="The handshake is always completed in the worker right after accept(), within --timeout."),
     _g("ciphers", "--ciphers"),
     # HTTP/2 (Gunicorn 24+)
     _g("http_protocols", "--http-protocols", note="prefork speaks HTTP/1.x."),
