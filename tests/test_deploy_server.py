@@ -73,6 +73,20 @@ def test_https_with_a_verified_certificate(test_app, certs, tmp_path):
         requests.get(url, timeout=10)  # not signed by a CA the client trusts
 
 
+def test_idle_tls_connection_yields_to_a_newcomer(test_app, certs):
+    """One worker, a kept TLS connection idle: a new client is served at once
+    and the idle connection is closed cleanly."""
+    server = tls_server(test_app, certs, keepalive=30)
+    with requests.Session() as first, requests.Session() as second:
+        assert first.get(f"{https_url(server)}/hello", verify=certs["ca.pem"], timeout=10).text == "hello"
+        started = time.monotonic()
+        assert second.get(f"{https_url(server)}/hello", verify=certs["ca.pem"], timeout=10).text == "hello"
+        assert time.monotonic() - started < 3  # not --keep-alive's 30 s
+        # the first client's connection was closed for the newcomer; it reconnects
+        assert first.get(f"{https_url(server)}/hello", verify=certs["ca.pem"], timeout=10).text == "hello"
+    assert "Traceback" not in server.log_text() and "error handling" not in server.log_text()
+
+
 def test_plain_http_on_the_tls_port_gets_a_clean_error(test_app, certs):
     server = tls_server(test_app, certs)
     [worker] = server.worker_pids()
