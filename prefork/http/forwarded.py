@@ -135,6 +135,8 @@ class ForwardedRules:
         return 0
 
     def _xff_client(self, values: list[str]) -> tuple[str, str] | None:
+        if len(values) == 1 and "," not in values[0]:
+            return _node(values[0].strip(" \t"))  # one hop, the usual case behind one proxy
         hops = [h for h in (e.strip(" \t") for v in values for e in v.split(",")) if h]
         return _node(hops[self._client_hop(hops)]) if hops else None
 
