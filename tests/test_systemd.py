@@ -86,16 +86,19 @@ def test_ready_reloading_stopping_and_status(test_app):
 def test_watchdog_pings_follow_the_main_loop(test_app):
     env = dict(os.environ, WATCHDOG_USEC="200000")
     server = test_app("basic:hello", env=env)
-    pings = [m for m in collect(server, 1.0) if "WATCHDOG=1" in m.split("\n")]
-    assert 6 <= len(pings) <= 14  # every 0.1 s
+
+    def pings(seconds):
+        return [m for m in collect(server, seconds) if "WATCHDOG=1" in m.split("\n")]
+
+    # one every 0.1 s; a busy machine may delay some, never add any
+    assert 4 <= len(pings(1.0)) <= 12
     os.kill(server.master_pid, signal.SIGSTOP)  # a hung master must stop pinging
     try:
-        stalled = [m for m in collect(server, 0.6) if "WATCHDOG=1" in m.split("\n")]
+        stalled = pings(0.6)
     finally:
         os.kill(server.master_pid, signal.SIGCONT)
-    assert len(stalled) <= 1
-    resumed = [m for m in collect(server, 0.6) if "WATCHDOG=1" in m.split("\n")]
-    assert len(resumed) >= 3
+    assert len(stalled) <= 1  # at most one sent just before the stop
+    assert len(pings(1.5)) >= 3
 
 
 def test_watchdog_for_another_pid_is_ignored(test_app):
