@@ -39,14 +39,7 @@ from .heartbeat import BOOTING, HeartbeatSlot, beat_interval
 from .logs import Logger
 from .pidfile import Pidfile, PidfileError, alive
 from .settings import Address, Config, ConfigError
-from .sockets import (
-    Listener,
-    adopt_fd,
-    close_listeners,
-    inherit_listeners,
-    needs_poll,
-    wake_acceptors,
-)
+from .sockets import Listener, adopt_fd, close_listeners, inherit_listeners, needs_poll
 from .systemd import Notifier, listen_fds, watchdog_interval
 from .tls import TLSSetupError, build_context
 from .tls import describe as describe_tls
@@ -703,10 +696,6 @@ class Arbiter:
                 listener.sock.setblocking(False)  # shared: the workers' accepts stop blocking
             except OSError:
                 pass
-            if not needs_poll(self.listeners):
-                # Workers blocked in accept() started before the socket became
-                # non-blocking: wake each with an empty connection.
-                wake_acceptors(listener, len(self.workers))
         close_listeners(self.listeners, unlink=True)
 
     def _kill(self, pid: int, sig: int) -> None:

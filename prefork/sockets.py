@@ -5,12 +5,9 @@ from __future__ import annotations
 
 import errno
 import os
-import select
 import socket
 import stat
 import sys
-import time
-from typing import Any
 
 from .settings import Address
 
@@ -201,55 +198,3 @@ def inherit_listeners(fds: list[int], addresses: list[Address], backlog: int) ->
         for sock in inherited:
             sock.close()
     return listeners
-
-
-def wake_acceptors(listener: Listener, count: int, timeout: float = 0.2) -> int:
-    """Open and close ``count`` connections to our own listener.
-
-    Workers blocked in accept() on a shared socket cannot be interrupted
-    without risk: a signal that lands just after the kernel handed over a
-    connection would lose it. An empty connection wakes one blocked worker
-    safely instead; it reads end-of-file and moves on. Returns how many
-    connections were made.
-    """
-    address = _connectable(listener.sock)
-    if address is None or count <= 0:
-        return 0
-    family, target = address
-    pending = []
-    for _ in range(count):
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        sock.setblocking(False)
-        if sock.connect_ex(target) in (0, errno.EINPROGRESS, errno.EAGAIN):
-            pending.append(sock)
-        else:
-            sock.close()
-            break
-    poller = select.poll()
-    for sock in pending:
-        poller.register(sock.fileno(), select.POLLOUT)
-    deadline = time.monotonic() + timeout
-    waiting = {sock.fileno() for sock in pending}
-    while waiting and time.monotonic() < deadline:
-        for fd, _ in poller.poll(max(0.0, deadline - time.monotonic()) * 1000):
-            waiting.discard(fd)
-            poller.unregister(fd)
-    for sock in pending:
-        sock.close()
-    return len(pending) - len(waiting)
-
-
-def _connectable(sock: socket.socket) -> tuple[int, Any] | None:
-    """Where to connect to reach ``sock`` from this host."""
-    try:
-        name = sock.getsockname()
-    except OSError:
-        return None
-    if sock.family == socket.AF_UNIX:
-        return (socket.AF_UNIX, name) if name else None
-    host, port = name[:2]
-    if sock.family == socket.AF_INET:
-        return socket.AF_INET, ("127.0.0.1" if host == "0.0.0.0" else host, port)
-    if sock.family == socket.AF_INET6:
-        return socket.AF_INET6, ("::1" if host == "::" else host, port, 0, name[3] if len(name) > 3 else 0)
-    return None

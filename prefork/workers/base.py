@@ -2,7 +2,7 @@
 # fork (title, signals, parent-death signal), load the application, report
 # readiness through its heartbeat slot, and answer the master's signals.
 # Signal handlers only set flags, except that a TERM arriving while the worker
-# is blocked in a poll() for work interrupts that wait (an idle worker
+# is blocked waiting for a connection interrupts that wait (an idle worker
 # stops at once), and ABRT (a timeout) writes where the worker is stuck.
 from __future__ import annotations
 
@@ -28,8 +28,6 @@ from ..wsgi import ErrorStream, WSGIApp, base_environ
 EXIT_OK = 0
 EXIT_BOOT_ERROR = 3  # the worker itself could not start
 EXIT_APP_LOAD_ERROR = 4  # the application could not be imported or built
-# Sent by the kernel when the master dies (PR_SET_PDEATHSIG).
-ORPHANED = signal.SIGUSR2
 
 
 class StopWaiting(BaseException):
@@ -62,8 +60,7 @@ class Worker:
         self.pid = 0
         self.app = app
         self.alive = True
-        self.waiting = False  # blocked in a poll() that TERM may interrupt
-        self.accepting = False  # blocked in accept(), which only ORPHANED interrupts
+        self.waiting = False  # blocked waiting for a connection
         self.requests = 0
         self.booted = 0.0
         self.beat_interval = beat_interval(cfg.timeout)
@@ -133,12 +130,11 @@ class Worker:
 
         random.seed()
         setproctitle(f"prefork: worker [{self.cfg.title_name}]")
-        _set_parent_death_signal(ORPHANED)
+        _set_parent_death_signal(signal.SIGTERM)
         if os.getppid() != self.ppid:  # the master died before we could ask
             raise SystemExit(EXIT_OK)
-        for sig in (signal.SIGTTIN, signal.SIGTTOU, signal.SIGWINCH):
+        for sig in (signal.SIGTTIN, signal.SIGTTOU, signal.SIGWINCH, signal.SIGUSR2):
             signal.signal(sig, signal.SIG_IGN)
-        signal.signal(ORPHANED, self._on_orphaned)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         self._drop_privileges()
         signal.signal(signal.SIGHUP, self._on_retire)
@@ -213,20 +209,9 @@ class Worker:
     # --- signal handlers
 
     def _on_term(self, signum: int, frame: FrameType | None) -> None:
-        # A poll() (several listeners, or idle keep-alive) is interrupted at
-        # once: poll consumes nothing. A blocking accept() never is, since the
-        # kernel may have handed it a connection already; the master wakes it.
         self.alive = False
         if self.waiting:
             self.waiting = False
-            raise StopWaiting
-
-    def _on_orphaned(self, signum: int, frame: FrameType | None) -> None:
-        # The master is gone and nobody will wake a blocked accept(): interrupt
-        # it (losing at worst a connection that arrives in that instant).
-        self.alive = False
-        if self.waiting or self.accepting:
-            self.waiting = self.accepting = False
             raise StopWaiting
 
     def _on_retire(self, signum: int, frame: FrameType | None) -> None:

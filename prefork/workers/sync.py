@@ -120,20 +120,21 @@ class SyncWorker(Worker):
 
     def _accept_loop(self, listener: Listener) -> None:
         accept = listener.sock.accept
-        # Not interruptible by TERM (see Worker._on_term): a stop wakes this
-        # accept() with an empty connection from the master instead.
         while self.alive:
+            conn = None
             try:
-                self.accepting = True
-                conn, addr = accept()
-                self.accepting = False
+                self.waiting = True
+                if self.alive:
+                    conn, addr = accept()
+                self.waiting = False
             except BlockingIOError:  # SO_RCVTIMEO: a beat interval without work
-                self.accepting = False
+                self.waiting = False
                 self.on_idle()
                 continue
-            except StopWaiting:  # orphaned
-                break
-            self.handle(listener, conn, addr)
+            except StopWaiting:
+                pass
+            if conn is not None:
+                self.handle(listener, conn, addr)
 
     def _poll_loop(self) -> None:
         socks = {listener.fileno(): listener for listener in self.listeners}
