@@ -302,6 +302,24 @@ def test_workers_run_as_user(test_app):
     assert requests.get(server.url).text == "hello"
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="changing groups needs root")
+def test_workers_run_with_group(test_app):
+    import grp
+
+    nogroup = grp.getgrnam("nogroup")
+    server = test_app("basic:hello", workers=1, group="nogroup")
+    with open(f"/proc/{server.worker_pids()[0]}/status") as f:
+        gid_line = next(line for line in f if line.startswith("Gid:"))
+    assert gid_line.split()[1:] == [str(nogroup.gr_gid)] * 4
+    assert requests.get(server.url).text == "hello"
+
+
+def test_proc_name_flag(test_app):
+    server = test_app("basic:hello", args=["--proc-name", "billing"])
+    with open(f"/proc/{server.master_pid}/cmdline", "rb") as f:
+        assert f.read().rstrip(b"\0") == b"prefork: master [billing]"
+
+
 def test_daemon_detaches(tmp_path):
     import subprocess
     import sys
