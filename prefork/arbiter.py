@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .app import AppNotFound, load_app, prepare_path
-from .heartbeat import BOOTING, HeartbeatSlot, beat_interval
+from .heartbeat import BOOTING, BUSY, IDLE, HeartbeatSlot, beat_interval
 from .logs import Logger
 from .pidfile import Pidfile, PidfileError, alive
 from .settings import Address, Config, ConfigError
@@ -43,7 +43,7 @@ from .sockets import Listener, adopt_fd, close_listeners, inherit_listeners, nee
 from .systemd import Notifier, listen_fds, watchdog_interval
 from .tls import TLSSetupError, build_context
 from .tls import describe as describe_tls
-from .workers.base import EXIT_APP_LOAD_ERROR, EXIT_BOOT_ERROR, Worker, run_hook
+from .workers.base import EXIT_APP_LOAD_ERROR, EXIT_BOOT_ERROR, Worker, load_prctl, run_hook
 from .workers.sync import SyncWorker
 
 SIGNALS = ("HUP", "QUIT", "INT", "TERM", "TTIN", "TTOU", "USR1", "USR2", "WINCH", "CHLD")
@@ -107,9 +107,9 @@ class Arbiter:
         self.app: Any = None  # the application, with --preload
         self.healthy = False  # the first generation has booted
         self.reloading = False
-        self.stopping = False
+        self.stopping = False  # the stop has begun: workers are draining
         self.stop_graceful = True
-        self.stop_at = 0.0  # --shutdown-delay: when the stop begins
+        self.stop_at = 0.0  # --shutdown-delay: when the stop will begin (0: not scheduled)
         self.stop_deadline = 0.0
         self.spawn_after = 0.0  # crash-loop back-off
         self.crash_streak = 0
@@ -121,6 +121,7 @@ class Arbiter:
         self.watchdog = 0.0  # seconds between WATCHDOG=1 pings, 0 when off
         self.next_ping = 0.0
         self.served_by_exited = 0  # requests served by workers that are gone
+        self._daemon_ready = -1  # --daemon: tells the launcher how the start went
         self.ssl_context: Any = None  # built once from the settings, shared by the workers
         self.sig_queue: collections.deque[int] = collections.deque()
         self._wake_r = self._wake_w = -1
@@ -131,7 +132,7 @@ class Arbiter:
         """Serve until stopped; returns the process exit status."""
         try:
             self.start()
-            while not (self.stopping and not self.stop_at and not self.workers):
+            while not (self.stopping and not self.workers):
                 self.wait()
                 self.handle_signals()
                 self.reap()
@@ -163,6 +164,9 @@ class Arbiter:
         if self.cfg.daemon and not self.upgrade_from:  # an upgrade's new master is detached already
             self._daemonize()
         self.watchdog = watchdog_interval(os.environ, self.pid)
+        if self.cfg.user is not None or self.cfg.group is not None:
+            self.log.chown_files(_id(self.cfg.user), _id(self.cfg.group))
+            load_prctl()
         if self.cfg.pidfile:
             self.pidfile = Pidfile(self.cfg.pidfile)
             try:
@@ -194,19 +198,27 @@ class Arbiter:
                 self.listeners = inherit_listeners(fds, self.cfg.addresses, self.cfg.backlog)
         except BindError as exc:
             raise StartupError(str(exc)) from None
-        beat = beat_interval(self.cfg.timeout)
-        seconds = int(beat)
-        timeval = struct.pack("@ll", seconds, int((beat - seconds) * 1_000_000))
+        self._set_listener_timeouts()
         poll = needs_poll(self.listeners)
         for listener in self.listeners:
-            listener.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval)
             listener.sock.setblocking(not poll)
+            if listener.owned_path and (self.cfg.user is not None or self.cfg.group is not None):
+                # Let a proxy running as the workers' user connect, as Gunicorn does.
+                os.chown(listener.owned_path, _id(self.cfg.user), _id(self.cfg.group))
             kind = "socket activation" if self.activated else (
                 "inherited" if listener.fileno() in fds else "bound")
             url = listener.url()
             if self.ssl_context is not None:
                 url = url.replace("http://", "https://", 1)
             self.log.info("Listening at: %s (%s, %s)", url, self.pid, kind)
+
+    def _set_listener_timeouts(self) -> None:
+        """SO_RCVTIMEO: how long a worker's accept() or read waits before it beats."""
+        beat = beat_interval(self.cfg.timeout)
+        seconds = int(beat)
+        timeval = struct.pack("@ll", seconds, int((beat - seconds) * 1_000_000))
+        for listener in self.listeners:
+            listener.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval)
 
     def _load_tls(self) -> None:
         """Build the TLS context before any fork: a bad certificate is a one-line error."""
@@ -236,11 +248,21 @@ class Arbiter:
         self.ssl_context = context
 
     def _daemonize(self) -> None:
+        """Detach; the launching process exits only when the server is ready (0)
+        or has failed to start (1), so ``prefork --daemon`` reports start-up errors."""
+        ready_r, ready_w = os.pipe()
         if os.fork():
-            os._exit(0)
+            os.close(ready_w)
+            status = b""
+            try:
+                status = os.read(ready_r, 1)
+            finally:
+                os._exit(0 if status == b"0" else 1)
+        os.close(ready_r)
         os.setsid()
         if os.fork():
             os._exit(0)
+        self._daemon_ready = ready_w
         self.pid = os.getpid()
         null = os.open(os.devnull, os.O_RDWR)
         for fd in (0, 1, 2):
@@ -309,13 +331,17 @@ class Arbiter:
     def handle_chld(self) -> None:
         pass  # reaping and readiness checks happen in every turn of the loop
 
+    @property
+    def shutting_down(self) -> bool:
+        """A stop has begun or is scheduled (--shutdown-delay)."""
+        return self.stopping or bool(self.stop_at)
+
     def handle_term(self) -> None:
-        if self.stopping:
+        if self.shutting_down:
             return
         delay = self.cfg.shutdown_delay
         if delay:
             self.log.info("Shutdown delay: serving for %.1f s more before stopping", delay)
-            self.stopping = True
             self.stop_at = time.monotonic() + delay
             self.notifier.notify("STOPPING=1")
         else:
@@ -328,7 +354,7 @@ class Arbiter:
         self.stop(graceful=False)
 
     def handle_hup(self) -> None:
-        if self.stopping:
+        if self.shutting_down:
             return
         self.reload()
 
@@ -340,6 +366,8 @@ class Arbiter:
 
     def handle_usr1(self) -> None:
         self.log.reopen_files()
+        if self.cfg.user is not None or self.cfg.group is not None:
+            self.log.chown_files(_id(self.cfg.user), _id(self.cfg.group))
         for pid in self.workers:
             self._kill(pid, signal.SIGUSR1)
 
@@ -347,7 +375,7 @@ class Arbiter:
         self.upgrade()
 
     def handle_winch(self) -> None:
-        if self.stopping:
+        if self.shutting_down:
             return
         self.log.info("Stopping all workers; the master keeps running (HUP starts them again)")
         self.set_num_workers(0)
@@ -366,9 +394,13 @@ class Arbiter:
         """Re-read the config, then roll a new generation of workers in."""
         if self.reload_config is not None:
             try:
-                self._apply_config(self.reload_config())
-            except ConfigError as exc:
-                self.log.error("Reload: the config has an error, keeping the current one: %s", exc)
+                cfg = self.reload_config()
+            except Exception as exc:  # whatever is wrong with it, the server keeps running
+                message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
+                self.log.error("Reload: the config has an error, keeping the current one: %s",
+                               message)
+            else:
+                self._apply_config(cfg)
         self._reload_tls()
         self.hook("on_reload", self)
         self.reloading = True
@@ -385,7 +417,12 @@ class Arbiter:
     def _apply_config(self, cfg: Config) -> None:
         if cfg.bind != self.cfg.bind:
             self.log.warning("Reload: a changed --bind takes effect only on restart or USR2")
+        try:
+            self.log.reconfigure(cfg)
+        except (OSError, ConfigError) as exc:
+            self.log.error("Reload: keeping the current logging settings: %s", exc)
         self.cfg = cfg
+        self._set_listener_timeouts()
         for warning in cfg.warnings:
             self.log.warning("%s", warning)
         self.set_num_workers(cfg.workers)
@@ -410,6 +447,9 @@ class Arbiter:
 
     def upgrade(self) -> None:
         """Start a new master from the same command, handing it the sockets."""
+        if self.shutting_down:
+            self.log.warning("USR2 ignored: the server is stopping")
+            return
         if self.reexec_pid:
             self.log.warning("USR2 ignored: an upgrade (new master %s) is in progress", self.reexec_pid)
             return
@@ -476,6 +516,8 @@ class Arbiter:
         code = os.waitstatus_to_exitcode(status)
         if code in (EXIT_APP_LOAD_ERROR, EXIT_BOOT_ERROR):
             self._boot_failed(record, code)
+        elif record.aborted_at:
+            self.log.info("Worker %s exited after its timeout (%s)", record.pid, how)
         elif self.stopping or record.retiring or record.killed or code == 0:
             self.log.info("Worker %s exited (%s)", record.pid, how)
         else:
@@ -514,7 +556,7 @@ class Arbiter:
     def murder(self) -> None:
         """Abort workers whose heartbeat is stale; kill those that ignore it."""
         now = time.monotonic()
-        if self.stopping and not self.stop_at and now > self.stop_deadline:
+        if self.stopping and now > self.stop_deadline:
             for record in self.workers.values():
                 if not record.killed:
                     self.log.warning("Worker %s did not stop in time; killing it", record.pid)
@@ -556,9 +598,8 @@ class Arbiter:
         """
         now = time.monotonic()
         if self.stop_at and now >= self.stop_at:
-            self.stop_at = 0.0
             self.stop(graceful=True)
-        if self.stopping and not self.stop_at:
+        if self.stopping:
             return
         live = [r for r in self.workers.values() if not r.retiring and not r.killed and not r.aborted_at]
         wanted = [r for r in live if r.generation == self.generation and not r.slot.retire_requested()]
@@ -581,6 +622,13 @@ class Arbiter:
         self._kill(record.pid, RETIRE)
 
     def spawn_worker(self) -> None:
+        try:
+            self._spawn_worker()
+        except OSError as exc:  # e.g. EAGAIN under a pids limit, ENOSPC for the slot
+            self.spawn_after = time.monotonic() + 1.0
+            self.log.error("Cannot start a worker (%s); trying again in 1 s", exc)
+
+    def _spawn_worker(self) -> None:
         self.worker_age += 1
         slot = HeartbeatSlot(self.cfg.worker_tmp_dir)
         worker = SyncWorker(self.cfg, self.listeners, slot, self.log, self.worker_age, self.pid,
@@ -590,10 +638,15 @@ class Arbiter:
         # Signals sent to the new worker before it has its own handlers must not
         # reach the master's: they stay pending until the worker unblocks them.
         mask = signal.pthread_sigmask(signal.SIG_BLOCK, WORKER_SIGNALS)
-        pid = os.fork()
-        if pid != 0:
-            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
-        else:
+        try:
+            pid = os.fork()
+        except OSError:
+            slot.close()
+            raise
+        finally:
+            if os.getpid() == self.pid:
+                signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        if pid == 0:
             code = EXIT_BOOT_ERROR
             try:
                 self._become_child()
@@ -609,6 +662,8 @@ class Arbiter:
     def _become_child(self) -> None:
         """Drop what belongs to the master in a freshly forked worker."""
         signal.set_wakeup_fd(-1)
+        if self._daemon_ready >= 0:
+            os.close(self._daemon_ready)
         os.close(self._wake_r)
         os.close(self._wake_w)
         for record in self.workers.values():
@@ -619,7 +674,7 @@ class Arbiter:
     def check_progress(self) -> None:
         """Notice workers that became ready, and the end of a start or reload."""
         for record in self.workers.values():
-            if not record.ready and record.slot.state() != BOOTING:
+            if not record.ready and record.slot.state() in (IDLE, BUSY):
                 record.ready = True
         if self.stopping:
             return
@@ -630,6 +685,7 @@ class Arbiter:
             self.healthy = True
             self.log.info("Ready: %d worker(s) serving", len(current))
             self.hook("when_ready", self)
+            self._tell_launcher(b"0")
             self.notifier.notify("READY=1", self._status_line(), f"MAINPID={self.pid}")
             self._finish_upgrade()
         elif self.reloading and done and all(r.generation == self.generation for r in self.workers.values()):
@@ -658,7 +714,7 @@ class Arbiter:
 
     def _status_line(self) -> str:
         served = self.served_by_exited + sum(r.slot.requests() for r in self.workers.values())
-        state = "reloading, " if self.reloading else ("stopping, " if self.stopping else "")
+        state = "reloading, " if self.reloading else ("stopping, " if self.shutting_down else "")
         return f"STATUS={state}{len(self.workers)} workers, {served} requests served"
 
     def _status(self) -> None:
@@ -667,9 +723,9 @@ class Arbiter:
     # --- stopping
 
     def stop(self, graceful: bool, kill: bool = False) -> None:
-        if self.stopping and not self.stop_at and graceful:
+        if self.stopping and graceful:
             return
-        first = not self.stopping or bool(self.stop_at)
+        first = not self.stopping
         self.stopping = True
         self.stop_at = 0.0
         successor = bool(self.reexec_pid) and alive(self.reexec_pid)
@@ -690,13 +746,27 @@ class Arbiter:
             self._kill(record.pid, sig)
 
     def _stop_listening(self) -> None:
-        """Stop taking new connections; the workers still drain what is queued."""
-        for listener in self.listeners:
+        """Close the master's copies; the workers drain what is queued, then close theirs.
+
+        The sockets' flags are left alone: they are shared with every process
+        that holds the sockets, including another master after an upgrade."""
+        close_listeners(self.listeners, unlink=self._may_unlink())
+
+    def _tell_launcher(self, status: bytes) -> None:
+        if self._daemon_ready >= 0:
             try:
-                listener.sock.setblocking(False)  # shared: the workers' accepts stop blocking
-            except OSError:
-                pass
-        close_listeners(self.listeners, unlink=True)
+                os.write(self._daemon_ready, status)
+            finally:
+                os.close(self._daemon_ready)
+                self._daemon_ready = -1
+
+    def _may_unlink(self) -> bool:
+        """Socket files go with the server, unless another master still uses them
+        (the new one of an upgrade, or the old one while it is rolled back to)."""
+        if self.activated:
+            return False
+        others = (self.reexec_pid, self.upgrade_from)
+        return not any(pid and alive(pid) for pid in others)
 
     def _kill(self, pid: int, sig: int) -> None:
         try:
@@ -709,19 +779,22 @@ class Arbiter:
 
     def halt(self) -> None:
         """Last steps of the master: no worker, socket file or pid file left behind."""
+        self._tell_launcher(b"1")  # still waiting: the server never became ready
         for pid in list(self.workers):
             self._kill(pid, signal.SIGKILL)
         deadline = time.monotonic() + 5
         while self.workers and time.monotonic() < deadline:
             try:
-                pid, _ = os.waitpid(-1, 0)
+                pid, _ = os.waitpid(-1, os.WNOHANG)
             except ChildProcessError:
                 break
+            if pid == 0:
+                time.sleep(0.01)
+                continue
             record = self.workers.pop(pid, None)
             if record is not None:
                 record.slot.close()
-        successor = bool(self.reexec_pid) and alive(self.reexec_pid)
-        close_listeners(self.listeners, unlink=not successor and not self.activated)
+        close_listeners(self.listeners, unlink=self._may_unlink())
         if self.exit_code == 0:
             self.log.info("Shutting down: master")
         self.hook("on_exit", self)
@@ -733,6 +806,11 @@ class Arbiter:
 
     def hook(self, name: str, *args: Any) -> None:
         run_hook(self.cfg, self.log, name, *args)
+
+
+def _id(value: int | None) -> int:
+    """A uid or gid for os.chown; -1 leaves it unchanged."""
+    return -1 if value is None else value
 
 
 def describe_exit(status: int) -> str:

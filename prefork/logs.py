@@ -72,9 +72,10 @@ class LineHandler(logging.Handler):
         """Open the file again (after logrotate moved it) and switch to it."""
         if self.target == "-":
             return
-        new_fd = self._open()
+        new_fd = self._open()  # on failure the old file stays in use
         old_fd, self.fd = self.fd, new_fd
-        os.close(old_fd)
+        if old_fd >= 0:
+            os.close(old_fd)
 
     def close(self) -> None:
         if self.fd >= 0:
@@ -266,6 +267,19 @@ class Logger:
         """The logs as the settings say; ``ConfigError`` if a logging config is bad."""
         return cls(cfg.errorlog, cfg.loglevel, cfg.accesslog, **_options(cfg))
 
+    def reconfigure(self, cfg: Any) -> None:
+        """Apply the logging settings of a new configuration (a reload)."""
+        self.configure(cfg.errorlog, cfg.loglevel, cfg.accesslog, **_options(cfg))
+
+    def chown_files(self, uid: int, gid: int) -> None:
+        """Give the log files to the workers' user, so they can reopen them (USR1)."""
+        for handler in self._handlers:
+            if handler.target != "-":
+                try:
+                    os.chown(handler.target, uid, gid)
+                except OSError as exc:
+                    self.warning("cannot give %s to the workers' user: %s", handler.target, exc)
+
     def configure(
         self,
         errorlog: str,
@@ -419,10 +433,13 @@ class Logger:
         """Reopen every log file (ours and those of a logging config), e.g. after
         logrotate moved them; with --capture-output, redirect fds 1 and 2 again."""
         for handler in _all_handlers(self._handlers):
-            if isinstance(handler, LineHandler):
-                handler.reopen()
-            elif isinstance(handler, logging.FileHandler):
-                _reopen_file_handler(handler)
+            try:
+                if isinstance(handler, LineHandler):
+                    handler.reopen()
+                elif isinstance(handler, logging.FileHandler):
+                    _reopen_file_handler(handler)
+            except OSError as exc:
+                self.warning("cannot reopen a log file, still writing to the old one: %s", exc)
         if self.capture_output:
             self._redirect_output()
 

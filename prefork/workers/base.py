@@ -28,6 +28,7 @@ from ..wsgi import ErrorStream, WSGIApp, base_environ
 EXIT_OK = 0
 EXIT_BOOT_ERROR = 3  # the worker itself could not start
 EXIT_APP_LOAD_ERROR = 4  # the application could not be imported or built
+EXIT_CRASHED = 5  # an unexpected error after the worker had booted
 
 
 class StopWaiting(BaseException):
@@ -68,6 +69,8 @@ class Worker:
         if cfg.max_requests:
             self.max_requests = cfg.max_requests + random.randint(0, cfg.max_requests_jitter)
         self.retire_asked = False
+        self.reopen_logs = False  # USR1 arrived: reopen the log files at the next safe point
+        self.draining = 0.0  # when a full stop (TERM) began: serve the listen queue, then exit
         self.pre_request = cfg.pre_request
         self.post_request = cfg.post_request
         self.limits = Limits(
@@ -98,14 +101,10 @@ class Worker:
             code = exc.code if isinstance(exc.code, int) else EXIT_OK
         except BaseException as exc:  # a bug in the worker itself
             self.log.traceback(f"worker {self.pid} crashed", exc)
-            code = EXIT_BOOT_ERROR
+            code = EXIT_CRASHED if self.booted else EXIT_BOOT_ERROR
         finally:
             self.slot.set_state(STOPPING)
         return code
-
-    @property
-    def age_seconds(self) -> float:
-        return time.monotonic() - self.booted if self.booted else 0.0
 
     def _wake_master(self) -> None:
         """Make the master look at our slot now (it treats SIGCHLD as "check children")."""
@@ -130,13 +129,14 @@ class Worker:
 
         random.seed()
         setproctitle(f"prefork: worker [{self.cfg.title_name}]")
+        self._drop_privileges()
+        # After the privilege drop, which clears the parent-death signal.
         _set_parent_death_signal(signal.SIGTERM)
         if os.getppid() != self.ppid:  # the master died before we could ask
             raise SystemExit(EXIT_OK)
         for sig in (signal.SIGTTIN, signal.SIGTTOU, signal.SIGWINCH, signal.SIGUSR2):
             signal.signal(sig, signal.SIG_IGN)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-        self._drop_privileges()
         signal.signal(signal.SIGHUP, self._on_retire)
         signal.signal(signal.SIGTERM, self._on_term)
         signal.signal(signal.SIGINT, self._on_quit)
@@ -202,6 +202,8 @@ class Worker:
     def on_idle(self) -> None:
         """Called whenever a wait for work times out: beat, and check the master."""
         self.slot.beat()
+        if self.reopen_logs:
+            self._reopen_logs()
         if os.getppid() != self.ppid:
             self.log.info("worker %s: master is gone, exiting", self.pid)
             self.alive = False
@@ -210,6 +212,7 @@ class Worker:
 
     def _on_term(self, signum: int, frame: FrameType | None) -> None:
         self.alive = False
+        self.draining = time.monotonic()
         if self.waiting:
             self.waiting = False
             raise StopWaiting
@@ -224,6 +227,10 @@ class Worker:
         raise SystemExit(EXIT_OK)
 
     def _on_usr1(self, signum: int, frame: FrameType | None) -> None:
+        self.reopen_logs = True  # done between requests, not inside whatever is running
+
+    def _reopen_logs(self) -> None:
+        self.reopen_logs = False
         self.log.reopen_files()
 
     def _on_abort(self, signum: int, frame: FrameType | None) -> None:
@@ -256,6 +263,8 @@ class Worker:
 
     def request_finished(self, req: Any, environ: dict[str, Any], resp: Any) -> None:
         self.slot.end_request(self.requests)
+        if self.reopen_logs:
+            self._reopen_logs()
         if self.post_request is not None:
             run_hook(self.cfg, self.log, "post_request", self, req, environ, resp)
         if self.max_requests and self.requests >= self.max_requests and not self.retire_asked:
@@ -287,15 +296,25 @@ def _primary_gid(uid: int) -> int | None:
         return None
 
 
+_prctl: Any = None
+
+
+def load_prctl() -> None:
+    """Find prctl(2) in the master, before forking: after ``--user`` a worker may
+    not be able to read the standard library any more."""
+    global _prctl
+    if _prctl is None and sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            _prctl = ctypes.CDLL(None, use_errno=True).prctl
+        except (OSError, AttributeError):
+            _prctl = False
+
+
 def _set_parent_death_signal(sig: int) -> None:
     """Linux: have the kernel send ``sig`` to this process when the master dies."""
-    if not sys.platform.startswith("linux"):
-        return
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
+    load_prctl()
+    if _prctl:
         PR_SET_PDEATHSIG = 1
-        libc.prctl(PR_SET_PDEATHSIG, int(sig), 0, 0, 0)
-    except (OSError, AttributeError):
-        pass
+        _prctl(PR_SET_PDEATHSIG, int(sig), 0, 0, 0)

@@ -108,6 +108,7 @@ class SyncWorker(Worker):
         self._pending = select.poll()
         for fd in self.listener_fds:
             self._pending.register(fd, select.POLLIN)
+        self._by_fd = {listener.fileno(): listener for listener in self.listeners}
         self.nobody_waiting: Callable[[], bool] = self._nobody_waiting
         self.ingress = Ingress(self.cfg, self.ssl_context, self.slot.beat, self.beat_interval)
         if not needs_poll(self.listeners):
@@ -130,11 +131,22 @@ class SyncWorker(Worker):
             except BlockingIOError:  # SO_RCVTIMEO: a beat interval without work
                 self.waiting = False
                 self.on_idle()
+                if fcntl.fcntl(listener.fileno(), fcntl.F_GETFL) & os.O_NONBLOCK:
+                    self._wait_readable()  # another master made the shared socket non-blocking
                 continue
             except StopWaiting:
                 pass
             if conn is not None:
                 self.handle(listener, conn, addr)
+
+    def _wait_readable(self) -> None:
+        try:
+            self.waiting = True
+            if self.alive:
+                self._pending.poll(self.beat_interval * 1000)
+            self.waiting = False
+        except StopWaiting:
+            pass
 
     def _poll_loop(self) -> None:
         socks = {listener.fileno(): listener for listener in self.listeners}
@@ -162,17 +174,25 @@ class SyncWorker(Worker):
             self.slot.beat()
 
     def _drain_backlog(self) -> None:
-        """On a full stop, serve connections already waiting in the listen queue."""
-        for listener in self.listeners:
-            if not fcntl.fcntl(listener.fileno(), fcntl.F_GETFL) & os.O_NONBLOCK:
-                continue  # the master keeps serving through this socket
-            while True:
+        """On a full stop, serve the connections already waiting in the listen
+        queue: until it is empty, and for at most half the graceful timeout, so
+        that a stream of new arrivals cannot keep a stopping worker forever."""
+        if not self.draining:
+            return  # retired: the other workers keep serving this queue
+        deadline = self.draining + self.cfg.graceful_timeout / 2
+        pending = self._pending
+        while time.monotonic() < deadline:
+            ready = pending.poll(0)
+            if not ready:
+                return
+            for fd, _ in ready:
+                listener = self._by_fd[fd]
                 try:
+                    # Readable, so this returns at once, unless another worker
+                    # took the connection; then SO_RCVTIMEO bounds the wait.
                     conn, addr = listener.sock.accept()
-                except (BlockingIOError, InterruptedError):
-                    break
                 except OSError:
-                    break
+                    continue
                 self.handle(listener, conn, addr)
 
     # --- one connection
