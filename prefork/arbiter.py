@@ -393,7 +393,9 @@ class Arbiter:
     def reload(self) -> None:
         """Re-read the config, then roll a new generation of workers in."""
         if self.reload_config is not None:
+            cwd = os.getcwd()  # --preload --chdir moved the master; paths are relative to the start
             try:
+                os.chdir(self.start_cwd)
                 cfg = self.reload_config()
             except Exception as exc:  # whatever is wrong with it, the server keeps running
                 message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
@@ -401,6 +403,8 @@ class Arbiter:
                                message)
             else:
                 self._apply_config(cfg)
+            finally:
+                os.chdir(cwd)
         self._reload_tls()
         self.hook("on_reload", self)
         self.reloading = True

@@ -4,11 +4,24 @@ import sys
 import time
 
 import pytest
+import requests
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 APPS = os.path.join(ROOT, "tests", "apps")
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
+
+
+# Every wait has a deadline: a request made without a timeout gets one.
+_session_request = requests.Session.request
+
+
+def _request_with_deadline(self, method, url, **kwargs):
+    kwargs.setdefault("timeout", 30)
+    return _session_request(self, method, url, **kwargs)
+
+
+requests.Session.request = _request_with_deadline
 
 
 @pytest.fixture
