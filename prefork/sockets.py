@@ -22,8 +22,10 @@ class Listener:
     def __init__(self, sock: socket.socket, address: Address, owned_path: str = "") -> None:
         self.sock = sock
         self.address = address
-        # A unix socket file we created and must remove on exit.
+        # A unix socket file we created and must remove on exit, and its inode:
+        # a file that another server has since put there is not ours to remove.
         self.owned_path = owned_path
+        self._inode = _inode(owned_path) if owned_path else None
 
     def fileno(self) -> int:
         return self.sock.fileno()
@@ -44,11 +46,18 @@ class Listener:
         self.sock.close()
 
     def remove_file(self) -> None:
-        if self.owned_path:
+        if self.owned_path and _inode(self.owned_path) == self._inode:
             try:
                 os.unlink(self.owned_path)
             except OSError:
                 pass
+
+
+def _inode(path: str) -> int | None:
+    try:
+        return os.lstat(path).st_ino
+    except OSError:
+        return None
 
 
 def create_listener(address: Address, backlog: int) -> Listener:
