@@ -23,6 +23,7 @@ import sys
 import time
 from _socket import socket as Connection
 from collections.abc import Callable
+from itertools import starmap
 from typing import Any
 
 from .. import SERVER_SOFTWARE
@@ -135,13 +136,21 @@ class SyncWorker(Worker):
     # --- waiting for connections
 
     def _accept_loop(self, listener: Listener) -> None:
-        accept = acceptor(listener)
+        # The TERM handler ends a blocked accept() by raising StopWaiting. If
+        # it ran after accept4() returned but before the result was stored,
+        # the connection would be lost, and reset when the worker exits. So
+        # the C-level list.extend calls _accept and stores its (fd, address)
+        # without returning to the interpreter loop, where handlers run, in
+        # between: a connection taken just before a TERM is always in taken.
+        raw_accept = listener.sock._accept  # type: ignore[attr-defined]
+        family = int(listener.sock.family)
+        once = ((),)
+        taken: list[tuple[int, Any]] = []
         while self.alive:
-            conn = None
             try:
                 self.waiting = True
                 if self.alive:
-                    conn, addr = accept()
+                    taken.extend(starmap(raw_accept, once))
                 self.waiting = False
             except BlockingIOError:  # SO_RCVTIMEO: a beat interval without work
                 self.waiting = False
@@ -149,8 +158,9 @@ class SyncWorker(Worker):
                 continue
             except StopWaiting:
                 pass
-            if conn is not None:
-                self.handle(listener, conn, addr)
+            while taken:
+                fd, addr = taken.pop()
+                self.handle(listener, Connection(family, socket.SOCK_STREAM, 0, fd), addr)
 
     def _poll_loop(self) -> None:
         socks = {listener.fileno(): (listener, acceptor(listener)) for listener in self.listeners}
