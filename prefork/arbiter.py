@@ -39,7 +39,14 @@ from .heartbeat import BOOTING, HeartbeatSlot, beat_interval
 from .logs import Logger
 from .pidfile import Pidfile, PidfileError, alive
 from .settings import Address, Config, ConfigError
-from .sockets import Listener, adopt_fd, close_listeners, inherit_listeners, needs_poll
+from .sockets import (
+    Listener,
+    adopt_fd,
+    close_listeners,
+    inherit_listeners,
+    needs_poll,
+    tune_listener,
+)
 from .systemd import Notifier, listen_fds, watchdog_interval
 from .workers.base import EXIT_APP_LOAD_ERROR, EXIT_BOOT_ERROR, Worker, run_hook
 from .workers.sync import SyncWorker
@@ -195,6 +202,7 @@ class Arbiter:
         timeval = struct.pack("@ll", seconds, int((beat - seconds) * 1_000_000))
         poll = needs_poll(self.listeners)
         for listener in self.listeners:
+            tune_listener(listener.sock)
             listener.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval)
             listener.sock.setblocking(not poll)
             kind = "socket activation" if self.activated else (

@@ -1,0 +1,44 @@
+"""Performance options that change behaviour a user can notice: responses
+written in several pieces are not held back by Nagle's algorithm, and the
+listener options of docs/performance.md are in place."""
+
+import socket
+import time
+
+import pytest
+from conftest import APPS
+from rawhttp import Conn, get
+
+from prefork.sockets import tune_listener
+from prefork.testing import serve
+
+
+@pytest.fixture(scope="module")
+def server():
+    with serve("http_apps:router", 1, cwd=APPS) as s:
+        yield s
+
+
+def test_streamed_responses_on_a_kept_connection_are_not_delayed(server):
+    # Without TCP_NODELAY every piece after the first waits for the client's
+    # delayed ACK (~40 ms): 20 responses would take at least 0.8 s.
+    with Conn(server.port) as c:
+        c.request(get("/stream?n=3"))  # the connection is set up
+        started = time.monotonic()
+        for _ in range(20):
+            resp = c.request(get("/stream?n=3"))
+            assert resp.body == b"piece 0;piece 1;piece 2;"
+        elapsed = time.monotonic() - started
+    assert elapsed < 0.5, f"20 streamed responses took {elapsed:.2f} s"
+
+
+def test_tcp_listeners_get_nodelay_and_unix_ones_are_left_alone(tmp_path):
+    tcp = socket.socket()
+    unix = socket.socket(socket.AF_UNIX)
+    try:
+        tune_listener(tcp)
+        tune_listener(unix)
+        assert tcp.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+    finally:
+        tcp.close()
+        unix.close()
