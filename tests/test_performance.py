@@ -2,6 +2,7 @@
 written in several pieces are not held back by Nagle's algorithm, and the
 listener options of docs/performance.md are in place."""
 
+import os
 import socket
 import time
 
@@ -42,3 +43,27 @@ def test_tcp_listeners_get_nodelay_and_unix_ones_are_left_alone(tmp_path):
     finally:
         tcp.close()
         unix.close()
+
+
+def _most_at_once(intervals):
+    events = sorted([(start, 1) for start, _ in intervals] + [(end, -1) for _, end in intervals])
+    most = current = 0
+    for _, step in events:
+        current += step
+        most = max(most, current)
+    return most
+
+
+def test_workers_load_the_application_at_most_one_per_core_at_a_time(tmp_path):
+    # Workers importing the application at once share the cores, and the
+    # first request waits for the first of them: at most one per core loads.
+    cores = len(os.sched_getaffinity(0))
+    if cores > 8:
+        pytest.skip("too many cores for a quick test")
+    log = tmp_path / "boots"
+    env = dict(os.environ, PREFORK_TEST_BOOT_SECONDS="0.15", PREFORK_TEST_BOOT_LOG=str(log))
+    with serve("bootlog:app", cores + 2, cwd=APPS, env=env):
+        lines = log.read_text().split()
+    intervals = [(float(lines[i + 1]), float(lines[i + 2])) for i in range(0, len(lines), 3)]
+    assert len(intervals) == cores + 2
+    assert _most_at_once(intervals) <= cores
