@@ -6,9 +6,11 @@
 # stops at once), and ABRT (a timeout) writes where the worker is stuck.
 from __future__ import annotations
 
+import hashlib  # noqa: F401  (imported for the workers: see below)
 import os
 import random
 import signal
+import ssl  # noqa: F401  (imported for the workers: see below)
 import sys
 import time
 import traceback
@@ -23,6 +25,13 @@ from ..logs import Logger
 from ..settings import Config
 from ..sockets import Listener
 from ..wsgi import ErrorStream, WSGIApp, base_environ
+
+# ssl and hashlib are imported above so that the master, which imports this
+# module before it forks, initialises OpenSSL once for every worker. Almost
+# every WSGI application imports them (Flask through Werkzeug and
+# itsdangerous, Django, any HTTP client); done in each worker, that cost each
+# worker 5 ms of start-up and ~1.7 MiB of resident library pages that are now
+# shared with the master (docs/performance.md, "Memory").
 
 # Exit statuses the master understands.
 EXIT_OK = 0
@@ -281,15 +290,23 @@ def _primary_gid(uid: int) -> int | None:
         return None
 
 
-def _set_parent_death_signal(sig: int) -> None:
-    """Linux: have the kernel send ``sig`` to this process when the master dies."""
+def _load_prctl() -> Any:
+    """libc's prctl (Linux), looked up once in the master; None elsewhere."""
     if not sys.platform.startswith("linux"):
-        return
+        return None
     try:
         import ctypes
 
-        libc = ctypes.CDLL(None, use_errno=True)
-        PR_SET_PDEATHSIG = 1
-        libc.prctl(PR_SET_PDEATHSIG, int(sig), 0, 0, 0)
+        return ctypes.CDLL(None, use_errno=True).prctl
     except (OSError, AttributeError):
-        pass
+        return None
+
+
+_prctl = _load_prctl()
+
+
+def _set_parent_death_signal(sig: int) -> None:
+    """Linux: have the kernel send ``sig`` to this process when the master dies."""
+    if _prctl is not None:
+        PR_SET_PDEATHSIG = 1
+        _prctl(PR_SET_PDEATHSIG, int(sig), 0, 0, 0)
