@@ -221,6 +221,38 @@ class Input:
         return self._body.leftover
 
 
+class EmptyInput:
+    """``wsgi.input`` of a request without a body: always at its end.
+
+    Most requests have no body; one shared, stateless instance spares each
+    of them the reader, the framing and the buffer objects of ``Input``.
+    """
+
+    __slots__ = ()
+    error: HTTPError | None = None
+
+    def read(self, size: int | None = -1) -> bytes:
+        return b""
+
+    def readline(self, size: int | None = -1) -> bytes:
+        return b""
+
+    def readlines(self, hint: int | None = -1) -> list[bytes]:
+        return []
+
+    def __iter__(self) -> EmptyInput:
+        return self
+
+    def __next__(self) -> bytes:
+        raise StopIteration
+
+    def reusable(self, budget: int) -> bool:
+        return True
+
+
+EMPTY_INPUT = EmptyInput()
+
+
 class ErrorStream:
     """``wsgi.errors``: each newline-terminated write becomes one error-log record."""
 
@@ -294,7 +326,7 @@ def build_environ(
     base: dict[str, Any],
     req: Request,
     remote: tuple[str, str],
-    wsgi_input: Input,
+    wsgi_input: Input | EmptyInput,
 ) -> dict[str, Any]:
     environ = base.copy()
     environ["REQUEST_METHOD"] = req.method
@@ -393,7 +425,7 @@ class Response:
         self._server_lines = server_lines
         self.must_close = False
         self.problem = ""  # why the body broke its framing, for the log
-        self.input: Input | None = None
+        self.input: Input | EmptyInput | None = None
         self.error: InvalidResponse | None = None  # from start_response
 
     def start_response(

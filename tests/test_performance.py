@@ -33,6 +33,18 @@ def test_streamed_responses_on_a_kept_connection_are_not_delayed(server):
     assert elapsed < 0.5, f"20 streamed responses took {elapsed:.2f} s"
 
 
+@pytest.mark.parametrize("how", ["read_n", "readline", "readline_limit", "readlines", "iter",
+                                 "read_none"])
+def test_a_request_without_body_reads_as_empty_and_keeps_what_follows(server, how):
+    # Bodiless requests share one stateless wsgi.input; bytes pipelined after
+    # the head are still the next request.
+    with Conn(server.port) as c:
+        c.send(get(f"/echo_by?how={how}") + get("/hello", extra="Content-Length: 0\r\n"))
+        first = c.read_response()
+        assert (first.status, first.body) == (200, b"")
+        assert c.read_response().body == b"hello"
+
+
 def test_tcp_listeners_get_nodelay_and_unix_ones_are_left_alone(tmp_path):
     tcp = socket.socket()
     unix = socket.socket(socket.AF_UNIX)

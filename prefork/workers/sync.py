@@ -34,7 +34,16 @@ from ..http.errors import HTTPError, IncompleteBody, RequestTimeout
 from ..http.request import Request, parse_head
 from ..http.response import InvalidResponse
 from ..sockets import Listener, needs_poll
-from ..wsgi import DRAIN_BUDGET, Input, Response, SendFile, build_environ, run_app
+from ..wsgi import (
+    DRAIN_BUDGET,
+    EMPTY_INPUT,
+    EmptyInput,
+    Input,
+    Response,
+    SendFile,
+    build_environ,
+    run_app,
+)
 from .base import StopWaiting, Worker
 
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
@@ -354,17 +363,11 @@ class SyncWorker(Worker):
     ) -> tuple[bool, bytes]:
         """Serve one request; (whether the connection may carry another, its bytes so far)."""
         self.request_started(req)
-        slot = self.slot
-        body = ChunkedBody(self.limits) if req.chunked else LengthBody(req.content_length)
         keep = req.keep_alive and self.keepalive > 0 and self.alive
         resp = Response(req, conn.sendall, sendfile, keep, self.server_lines, self.nobody_waiting)
-        send_continue = None
-        if req.expect_continue:
-            def send_continue() -> None:
-                if not resp.head_sent:
-                    conn.sendall(CONTINUE)
-        inp = Input(BodyReader(conn.recv, slot.beat, self.read_timeout), body, leftover, send_continue)
-        resp.input = inp
+        inp: Input | EmptyInput = EMPTY_INPUT
+        if req.chunked or req.content_length:
+            inp = resp.input = self._body_input(conn, req, resp, leftover)
         started = time.time() if self.log.access_enabled else 0.0
         environ: dict[str, Any] = {}
         try:
@@ -387,13 +390,32 @@ class SyncWorker(Worker):
             self.request_finished(req, environ, resp)
             if started:
                 self.log.access(req, resp, environ, started, time.time() - started)
-        return self._after_response(conn, req, resp, inp)
+        return self._after_response(conn, req, resp, inp, leftover)
+
+    def _body_input(self, conn: Connection, req: Request, resp: Response, leftover: bytes) -> Input:
+        """``wsgi.input`` for a request with a body."""
+        body = ChunkedBody(self.limits) if req.chunked else LengthBody(req.content_length)
+        send_continue = None
+        if req.expect_continue:
+            def send_continue() -> None:
+                if not resp.head_sent:
+                    conn.sendall(CONTINUE)
+        reader = BodyReader(conn.recv, self.slot.beat, self.read_timeout)
+        return Input(reader, body, leftover, send_continue)
 
     def _after_response(
-        self, conn: Connection, req: Request, resp: Response, inp: Input
+        self, conn: Connection, req: Request, resp: Response, inp: Input | EmptyInput,
+        leftover: bytes,
     ) -> tuple[bool, bytes]:
         if resp.problem:
             self.log.info("%r: %s; closing the connection", req.line, resp.problem)
+        if inp is EMPTY_INPUT:  # no body: what followed the head is the next request
+            if not resp.keep_alive:
+                if leftover:
+                    self._linger(conn)
+                return False, b""
+            return True, leftover
+        assert isinstance(inp, Input)
         body = inp.body
         if resp.keep_alive and not body.done:
             try:
