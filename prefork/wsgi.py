@@ -31,8 +31,14 @@ SendAll = Callable[[bytes], Any]
 # sendfile(head, fd, offset, count) -> bytes of the file sent; the head is
 # sent first, in the same TCP segment as the file's start when possible.
 SendFile = Callable[[bytes, int, int, int], int]
+# sendmsg(buffers) -> bytes sent: one write from several buffers (socket.sendmsg).
+SendMsg = Callable[[tuple[bytes, bytes]], int]
 
 READ_SIZE = 65536
+# A body piece at least this large is not copied behind its head into one
+# buffer: both go out in one vectored write when the worker provides sendmsg
+# (for 1 MiB that saves a 35 µs copy; below ~16 KiB the copy is cheaper).
+JOIN_LIMIT = 16 * 1024
 
 
 class FileWrapper:
@@ -397,7 +403,7 @@ class Response:
     __slots__ = (
         "req", "sendall", "sendfile", "status", "headers", "code", "head_sent",
         "sent", "keep_alive", "keep_check", "_chunked", "_length", "_body_ok",
-        "_server_lines", "must_close", "problem", "input", "error",
+        "_server_lines", "must_close", "problem", "input", "error", "sendmsg",
     )
 
     def __init__(
@@ -408,9 +414,11 @@ class Response:
         keep_alive: bool,
         server_lines: str,
         keep_check: Callable[[], bool] | None = None,
+        sendmsg: SendMsg | None = None,
     ) -> None:
         self.req = req
         self.sendall = sendall
+        self.sendmsg = sendmsg
         self.sendfile = sendfile
         self.status: str | None = None
         self.headers: list[tuple[str, str]] = []
@@ -540,19 +548,33 @@ class Response:
             if not data:
                 return
             head = self._head(None)
-            self.sendall(head + self._frame(data))
+            self._send_with_head(head, self._frame(data))
             return
         framed = self._frame(data)
         if framed:
             self.sendall(framed)
 
     def send_single(self, data: bytes) -> None:
-        """The whole body in one piece: head and body in one ``sendall``."""
+        """The whole body in one piece: head and body in one write."""
         if type(data) is not bytes:
             self.write(data)
             return
         head = self._head(len(data))
-        self.sendall(head + self._frame(data) if data else head)
+        self._send_with_head(head, self._frame(data) if data else b"")
+
+    def _send_with_head(self, head: bytes, data: bytes) -> None:
+        """Send the head and the first body bytes as one write."""
+        sendmsg = self.sendmsg
+        if sendmsg is None or len(data) < JOIN_LIMIT:
+            self.sendall(head + data if data else head)
+            return
+        sent = sendmsg((head, data))
+        if sent < len(head):  # a partial write (a signal, a send timeout)
+            self.sendall(head[sent:])
+            sent = len(head)
+        if sent - len(head) < len(data):
+            with memoryview(data) as view:
+                self.sendall(view[sent - len(head):])  # type: ignore[arg-type]
 
     def send_file(self, wrapper: FileWrapper) -> None:
         """Send a file with ``os.sendfile`` when it is a regular file, else by blocks."""

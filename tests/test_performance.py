@@ -8,7 +8,7 @@ import time
 
 import pytest
 from conftest import APPS
-from rawhttp import Conn, get
+from rawhttp import Conn, get, post
 
 from prefork.sockets import tune_listener
 from prefork.testing import serve
@@ -43,6 +43,18 @@ def test_a_request_without_body_reads_as_empty_and_keeps_what_follows(server, ho
         first = c.read_response()
         assert (first.status, first.body) == (200, b"")
         assert c.read_response().body == b"hello"
+
+
+@pytest.mark.parametrize("size", [16 * 1024 - 1, 16 * 1024, 1 << 20])
+def test_a_large_body_is_sent_whole_behind_its_head(server, size):
+    # From 16 KiB on, head and body go out in one vectored write, not joined.
+    payload = os.urandom(size)
+    with Conn(server.port) as c:
+        resp = c.request(post("/echo", payload))
+        assert resp.status == 200
+        assert resp.header("Content-Length") == str(size)
+        assert resp.body == payload
+        assert c.request(get("/hello")).body == b"hello"
 
 
 def test_tcp_listeners_get_nodelay_and_unix_ones_are_left_alone(tmp_path):

@@ -364,7 +364,8 @@ class SyncWorker(Worker):
         """Serve one request; (whether the connection may carry another, its bytes so far)."""
         self.request_started(req)
         keep = req.keep_alive and self.keepalive > 0 and self.alive
-        resp = Response(req, conn.sendall, sendfile, keep, self.server_lines, self.nobody_waiting)
+        resp = Response(req, conn.sendall, sendfile, keep, self.server_lines, self.nobody_waiting,
+                        conn.sendmsg)
         inp: Input | EmptyInput = EMPTY_INPUT
         if req.chunked or req.content_length:
             inp = resp.input = self._body_input(conn, req, resp, leftover)
