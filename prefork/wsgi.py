@@ -140,8 +140,15 @@ class Input:
             more = self._more()
             if more is None:
                 break
+            if not buf and len(more) == size:
+                return more  # a whole read straight from the network, never copied
             buf += more
-        data = bytes(buf[:size])
+        if len(buf) <= size:
+            data = bytes(buf)
+            buf.clear()
+            return data
+        with memoryview(buf) as view:
+            data = bytes(view[:size])  # one copy; buf[:size] would make two
         del buf[:size]
         return data
 
