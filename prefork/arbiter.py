@@ -39,11 +39,18 @@ from .heartbeat import BOOTING, BUSY, IDLE, HeartbeatSlot, beat_interval
 from .logs import Logger
 from .pidfile import Pidfile, PidfileError, alive
 from .settings import Address, Config, ConfigError
-from .sockets import Listener, adopt_fd, close_listeners, inherit_listeners, needs_poll
+from .sockets import (
+    Listener,
+    adopt_fd,
+    close_listeners,
+    inherit_listeners,
+    needs_poll,
+    tune_listener,
+)
 from .systemd import Notifier, listen_fds, watchdog_interval
 from .tls import TLSSetupError, build_context
 from .tls import describe as describe_tls
-from .workers.base import EXIT_APP_LOAD_ERROR, EXIT_BOOT_ERROR, Worker, load_prctl, run_hook
+from .workers.base import EXIT_APP_LOAD_ERROR, EXIT_BOOT_ERROR, Worker, run_hook
 from .workers.sync import SyncWorker
 
 SIGNALS = ("HUP", "QUIT", "INT", "TERM", "TTIN", "TTOU", "USR1", "USR2", "WINCH", "CHLD")
@@ -65,6 +72,10 @@ CRASH_WINDOW = 5.0
 BACKOFF_FIRST = 0.25
 BACKOFF_CAP = 5.0
 STATUS_INTERVAL = 5.0  # how often systemd's STATUS= is refreshed without a watchdog
+# At most one worker per usable core loads the application at a time (see
+# Arbiter.boot_slots); one that has been loading longer than this, most likely
+# waiting on I/O rather than using a core, no longer holds its place.
+BOOT_STAGGER_MAX = 0.5
 
 
 class StartupError(Exception):
@@ -112,6 +123,8 @@ class Arbiter:
         self.stop_at = 0.0  # --shutdown-delay: when the stop will begin (0: not scheduled)
         self.stop_deadline = 0.0
         self.spawn_after = 0.0  # crash-loop back-off
+        self.boot_check = 0.0  # when a booting worker stops holding back the next one
+        self.boot_concurrency = _usable_cores()
         self.crash_streak = 0
         self.exit_code = 0
         self.pidfile: Pidfile | None = None
@@ -166,7 +179,6 @@ class Arbiter:
         self.watchdog = watchdog_interval(os.environ, self.pid)
         if self.cfg.user is not None or self.cfg.group is not None:
             self.log.chown_files(_id(self.cfg.user), _id(self.cfg.group))
-            load_prctl()
         if self.cfg.pidfile:
             self.pidfile = Pidfile(self.cfg.pidfile)
             try:
@@ -218,6 +230,7 @@ class Arbiter:
         seconds = int(beat)
         timeval = struct.pack("@ll", seconds, int((beat - seconds) * 1_000_000))
         for listener in self.listeners:
+            tune_listener(listener.sock)
             listener.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval)
 
     def _load_tls(self) -> None:
@@ -311,7 +324,8 @@ class Arbiter:
     def _next_check(self) -> float:
         now = time.monotonic()
         delay = beat_interval(self.cfg.timeout)
-        for deadline in (self.spawn_after, self.stop_at, self.stop_deadline, self.next_ping):
+        for deadline in (self.spawn_after, self.boot_check, self.stop_at, self.stop_deadline,
+                         self.next_ping):
             if deadline > now:
                 delay = min(delay, deadline - now)
         if self.stopping or any(r.aborted_at for r in self.workers.values()):
@@ -610,7 +624,7 @@ class Arbiter:
         stale = sorted((r for r in live if r not in wanted), key=lambda r: r.age)
         missing = self.num_workers - len(wanted)
         if missing > 0 and now >= self.spawn_after:
-            for _ in range(missing):
+            for _ in range(min(missing, self.boot_slots(now))):
                 self.spawn_worker()
         ready = [r for r in wanted if r.ready]
         # Retire stale workers as ready replacements take their place.
@@ -620,6 +634,28 @@ class Arbiter:
             extra = sorted(wanted, key=lambda r: (r.ready, r.age))[: len(wanted) - self.num_workers]
             for record in extra:
                 self.retire(record)
+
+    def boot_slots(self, now: float) -> int:
+        """How many more workers may start loading the application now.
+
+        Workers that import the application at the same time share the cores:
+        with 4 workers on 2 cores each import takes twice as long, and the
+        first request waits for the first of them. With at most one worker
+        per core loading at a time, the first is ready as soon as it can be,
+        and when loading is CPU-bound the last is ready no later than before.
+        """
+        if self.cfg.preload_app:
+            return self.num_workers  # the application is loaded already
+        self.boot_check = 0.0
+        booting = 0
+        for record in self.workers.values():
+            if record.killed or record.slot.state() != BOOTING:
+                continue
+            held_until = record.started + BOOT_STAGGER_MAX
+            if now < held_until:
+                booting += 1
+                self.boot_check = min(self.boot_check or held_until, held_until)
+        return max(0, self.boot_concurrency - booting)
 
     def retire(self, record: WorkerRecord) -> None:
         record.retiring = True
@@ -826,6 +862,13 @@ def describe_exit(status: int) -> str:
             name = f"signal {sig}"
         return f"killed by {name}"
     return f"exit code {os.WEXITSTATUS(status)}"
+
+
+def _usable_cores() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
 
 
 def _version() -> str:

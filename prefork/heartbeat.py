@@ -20,7 +20,8 @@ _BEAT = struct.Struct("=d")  # offset 0: last beat, time.monotonic()
 _STATE = struct.Struct("=B")  # offset 8
 _COUNT = struct.Struct("=Q")  # offset 16: requests served
 _STARTED = struct.Struct("=d")  # offset 24: start of the request in progress
-_BUSY = struct.Struct("=dBxxxxxxxQd")  # offsets 0..31 written together
+_IDLE = struct.Struct("=dBxxxxxxxQd")  # offsets 0..31 written together
+_BUSY = struct.Struct("=dBxxxxxxxQdH")  # the same, and the line's length at 32
 _LINE_LEN = struct.Struct("=H")  # offset 32
 _RETIRE = struct.Struct("=Q")  # offset 1016: request count at which the worker asked to go
 LINE_OFFSET = 34
@@ -68,12 +69,11 @@ class HeartbeatSlot:
         now = time.monotonic()
         data = line.encode("latin-1", "replace")[:LINE_MAX]
         mm = self._map
-        _LINE_LEN.pack_into(mm, 32, len(data))
         mm[LINE_OFFSET:LINE_OFFSET + len(data)] = data
-        _BUSY.pack_into(mm, 0, now, BUSY, requests, now)
+        _BUSY.pack_into(mm, 0, now, BUSY, requests, now, len(data))
 
     def end_request(self, requests: int) -> None:
-        _BUSY.pack_into(self._map, 0, time.monotonic(), IDLE, requests, 0.0)
+        _IDLE.pack_into(self._map, 0, time.monotonic(), IDLE, requests, 0.0)
 
     def ask_to_retire(self, requests: int) -> None:
         """The worker reached its request quota: replace it (it keeps serving until then)."""

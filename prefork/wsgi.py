@@ -32,8 +32,14 @@ SendAll = Callable[[bytes], Any]
 # sendfile(head, fd, offset, count) -> bytes of the file sent; the head is
 # sent first, in the same TCP segment as the file's start when possible.
 SendFile = Callable[[bytes, int, int, int], int]
+# sendmsg(buffers) -> bytes sent: one write from several buffers (socket.sendmsg).
+SendMsg = Callable[[tuple[bytes, bytes]], int]
 
 READ_SIZE = 65536
+# A body piece at least this large is not copied behind its head into one
+# buffer: both go out in one vectored write when the worker provides sendmsg
+# (for 1 MiB that saves a 35 µs copy; below ~16 KiB the copy is cheaper).
+JOIN_LIMIT = 16 * 1024
 
 
 class FileWrapper:
@@ -135,8 +141,15 @@ class Input:
             more = self._more()
             if more is None:
                 break
+            if not buf and len(more) == size:
+                return more  # a whole read straight from the network, never copied
             buf += more
-        data = bytes(buf[:size])
+        if len(buf) <= size:
+            data = bytes(buf)
+            buf.clear()
+            return data
+        with memoryview(buf) as view:
+            data = bytes(view[:size])  # one copy; buf[:size] would make two
         del buf[:size]
         return data
 
@@ -222,6 +235,38 @@ class Input:
         return self._body.leftover
 
 
+class EmptyInput:
+    """``wsgi.input`` of a request without a body: always at its end.
+
+    Most requests have no body; one shared, stateless instance spares each
+    of them the reader, the framing and the buffer objects of ``Input``.
+    """
+
+    __slots__ = ()
+    error: HTTPError | None = None
+
+    def read(self, size: int | None = -1) -> bytes:
+        return b""
+
+    def readline(self, size: int | None = -1) -> bytes:
+        return b""
+
+    def readlines(self, hint: int | None = -1) -> list[bytes]:
+        return []
+
+    def __iter__(self) -> EmptyInput:
+        return self
+
+    def __next__(self) -> bytes:
+        raise StopIteration
+
+    def reusable(self, budget: int) -> bool:
+        return True
+
+
+EMPTY_INPUT = EmptyInput()
+
+
 class ErrorStream:
     """``wsgi.errors``: each newline-terminated write becomes one error-log record."""
 
@@ -295,7 +340,7 @@ def build_environ(
     base: dict[str, Any],
     req: Request,
     remote: tuple[str, str],
-    wsgi_input: Input,
+    wsgi_input: Input | EmptyInput,
 ) -> dict[str, Any]:
     environ = base.copy()
     environ["REQUEST_METHOD"] = req.method
@@ -382,7 +427,7 @@ class Response:
     __slots__ = (
         "req", "sendall", "sendfile", "status", "headers", "code", "head_sent",
         "sent", "keep_alive", "keep_check", "_chunked", "_length", "_body_ok",
-        "_server_lines", "must_close", "problem", "input", "error",
+        "_server_lines", "must_close", "problem", "input", "error", "sendmsg",
     )
 
     def __init__(
@@ -393,9 +438,11 @@ class Response:
         keep_alive: bool,
         server_lines: str,
         keep_check: Callable[[], bool] | None = None,
+        sendmsg: SendMsg | None = None,
     ) -> None:
         self.req = req
         self.sendall = sendall
+        self.sendmsg = sendmsg
         self.sendfile = sendfile
         self.status: str | None = None
         self.headers: list[tuple[str, str]] = []
@@ -410,7 +457,7 @@ class Response:
         self._server_lines = server_lines
         self.must_close = False
         self.problem = ""  # why the body broke its framing, for the log
-        self.input: Input | None = None
+        self.input: Input | EmptyInput | None = None
         self.error: InvalidResponse | None = None  # from start_response
 
     def start_response(
@@ -525,19 +572,33 @@ class Response:
             if not data:
                 return
             head = self._head(None)
-            self.sendall(head + self._frame(data))
+            self._send_with_head(head, self._frame(data))
             return
         framed = self._frame(data)
         if framed:
             self.sendall(framed)
 
     def send_single(self, data: bytes) -> None:
-        """The whole body in one piece: head and body in one ``sendall``."""
+        """The whole body in one piece: head and body in one write."""
         if type(data) is not bytes:
             self.write(data)
             return
         head = self._head(len(data))
-        self.sendall(head + self._frame(data) if data else head)
+        self._send_with_head(head, self._frame(data) if data else b"")
+
+    def _send_with_head(self, head: bytes, data: bytes) -> None:
+        """Send the head and the first body bytes as one write."""
+        sendmsg = self.sendmsg
+        if sendmsg is None or len(data) < JOIN_LIMIT:
+            self.sendall(head + data if data else head)
+            return
+        sent = sendmsg((head, data))
+        if sent < len(head):  # a partial write (a signal, a send timeout)
+            self.sendall(head[sent:])
+            sent = len(head)
+        if sent - len(head) < len(data):
+            with memoryview(data) as view:
+                self.sendall(view[sent - len(head):])  # type: ignore[arg-type]
 
     def send_file(self, wrapper: FileWrapper) -> None:
         """Send a file with ``os.sendfile`` when it is a regular file, else by blocks."""

@@ -6,9 +6,11 @@
 # stops at once), and ABRT (a timeout) writes where the worker is stuck.
 from __future__ import annotations
 
+import hashlib  # noqa: F401  (imported for the workers: see below)
 import os
 import random
 import signal
+import ssl  # noqa: F401  (imported for the workers: see below)
 import sys
 import time
 import traceback
@@ -23,6 +25,13 @@ from ..logs import Logger
 from ..settings import Config
 from ..sockets import Listener
 from ..wsgi import ErrorStream, WSGIApp, base_environ
+
+# ssl and hashlib are imported above so that the master, which imports this
+# module before it forks, initialises OpenSSL once for every worker. Almost
+# every WSGI application imports them (Flask through Werkzeug and
+# itsdangerous, Django, any HTTP client); done in each worker, that cost each
+# worker 5 ms of start-up and ~1.7 MiB of resident library pages that are now
+# shared with the master (docs/performance.md, "Memory").
 
 # Exit statuses the master understands.
 EXIT_OK = 0
@@ -296,25 +305,23 @@ def _primary_gid(uid: int) -> int | None:
         return None
 
 
-_prctl: Any = None
+def _load_prctl() -> Any:
+    """libc's prctl (Linux), looked up once in the master; None elsewhere."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        import ctypes
+
+        return ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
 
 
-def load_prctl() -> None:
-    """Find prctl(2) in the master, before forking: after ``--user`` a worker may
-    not be able to read the standard library any more."""
-    global _prctl
-    if _prctl is None and sys.platform.startswith("linux"):
-        try:
-            import ctypes
-
-            _prctl = ctypes.CDLL(None, use_errno=True).prctl
-        except (OSError, AttributeError):
-            _prctl = False
+_prctl = _load_prctl()
 
 
 def _set_parent_death_signal(sig: int) -> None:
     """Linux: have the kernel send ``sig`` to this process when the master dies."""
-    load_prctl()
-    if _prctl:
+    if _prctl is not None:
         PR_SET_PDEATHSIG = 1
         _prctl(PR_SET_PDEATHSIG, int(sig), 0, 0, 0)

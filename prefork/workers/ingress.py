@@ -11,6 +11,7 @@
 # the socket for whoever reads next.
 from __future__ import annotations
 
+import _socket
 import select
 import socket
 import time
@@ -73,7 +74,7 @@ class Ingress:
         self.proxy_peers = TrustedPeers(cfg.proxy_allow_ips) if cfg.proxy_protocol else None
         self.forwarding_keys = forwarding_keys(cfg.secure_scheme_headers)
 
-    def open(self, sock: socket.socket, addr: Any, timeout: float) -> ClientConnection:
+    def open(self, sock: _socket.socket, addr: Any, timeout: float) -> ClientConnection:
         """Read the PROXY header and complete the TLS handshake, within ``timeout``.
 
         Raises ConnectionRejected when the connection must be closed unanswered.
@@ -114,7 +115,7 @@ class Ingress:
             return  # the common case, a local client without a proxy: one set operation
         set_client(environ, self.rules.client(conn.peer, req.headers, self.scheme), req.host)
 
-    def _read_proxy_header(self, sock: socket.socket, deadline: float) -> ProxyInfo:
+    def _read_proxy_header(self, sock: _socket.socket, deadline: float) -> ProxyInfo:
         seen = -1
         while True:
             try:
@@ -152,7 +153,7 @@ def forwarding_keys(secure_scheme_headers: Mapping[str, str]) -> frozenset[str] 
     return frozenset("HTTP_" + name.upper().replace("-", "_") for name in names)
 
 
-def _consume(sock: socket.socket, count: int) -> None:
+def _consume(sock: _socket.socket, count: int) -> None:
     """Read and drop ``count`` bytes that a peek has shown are there."""
     while count > 0:
         data = sock.recv(count)
@@ -161,7 +162,7 @@ def _consume(sock: socket.socket, count: int) -> None:
         count -= len(data)
 
 
-def _peer_hung_up(sock: socket.socket) -> bool:
+def _peer_hung_up(sock: _socket.socket) -> bool:
     """Whether the peer has shut down its side (Linux: POLLRDHUP), though bytes are unread."""
     rdhup = getattr(select, "POLLRDHUP", 0)
     if not rdhup:
