@@ -225,13 +225,16 @@ class Arbiter:
             self.log.info("Listening at: %s (%s, %s)", url, self.pid, kind)
 
     def _set_listener_timeouts(self) -> None:
-        """SO_RCVTIMEO: how long a worker's accept() or read waits before it beats."""
+        """How long a worker's accept(), read or write waits before it beats
+        (accepted sockets inherit both timeouts from the listener)."""
         beat = beat_interval(self.cfg.timeout)
         seconds = int(beat)
         timeval = struct.pack("@ll", seconds, int((beat - seconds) * 1_000_000))
         for listener in self.listeners:
             tune_listener(listener.sock)
             listener.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval)
+            # A client that stops reading must not block a worker unseen.
+            listener.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval)
 
     def _load_tls(self) -> None:
         """Build the TLS context before any fork: a bad certificate is a one-line error."""

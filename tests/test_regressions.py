@@ -242,3 +242,31 @@ def _get_ok(url):
         return requests.get(url, timeout=5).ok
     except requests.RequestException:
         return False
+
+
+def test_client_that_stops_reading_is_dropped_not_timed_out(test_app):
+    server = test_app("basic:big", workers=1, timeout=2)
+    worker = server.worker_pids()
+    stalled = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+    stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    stalled.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")  # and never read the 16 MiB
+    try:
+        response = requests.get(server.url, timeout=15)  # served once the worker gives up
+        assert response.status_code == 200 and len(response.content) == 16 << 20
+    finally:
+        stalled.close()
+    assert "WORKER TIMEOUT" not in server.log_text()
+    assert server.worker_pids() == worker
+
+
+def test_empty_line_after_a_body_does_not_hold_the_worker(test_app):
+    server = test_app("basic:echo", workers=1, timeout=30, keepalive=2)
+    kept = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+    try:
+        kept.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi\r\n")
+        assert kept.recv(65536).endswith(b"hi")
+        started = time.monotonic()
+        assert requests.get(server.url, timeout=15).ok  # another client is not kept waiting
+        assert time.monotonic() - started < 5
+    finally:
+        kept.close()

@@ -86,6 +86,58 @@ def acceptor(listener: Listener) -> Callable[[], tuple[Connection, Any]]:
     return accept
 
 
+class Sender:
+    """Writes for one plain connection: beats while a slow reader catches up,
+    and gives up once the client has taken nothing for ``stall`` seconds.
+
+    SO_SNDTIMEO (set on the listener, inherited) makes a blocked send return
+    after one beat interval, so a client that stops reading is a closed
+    connection, not a worker killed as "stuck".
+    """
+
+    __slots__ = ("_sock", "_beat", "_stall")
+
+    def __init__(self, sock: Connection, beat: Callable[[], None], stall: float) -> None:
+        self._sock = sock
+        self._beat = beat
+        self._stall = stall
+
+    def sendall(self, data: bytes, flags: int = 0) -> None:
+        try:
+            sent = self._sock.send(data, flags)
+        except BlockingIOError:
+            sent = 0
+        if sent < len(data):
+            with memoryview(data) as view:
+                self._send_rest(view[sent:], flags)
+
+    def _send_rest(self, view: memoryview, flags: int) -> None:
+        progress = time.monotonic()
+        while view:
+            try:
+                sent = self._sock.send(view, flags)
+            except BlockingIOError:
+                self.waited(progress)
+                continue
+            view = view[sent:]
+            progress = time.monotonic()
+            self._beat()
+
+    def sendmsg(self, buffers: tuple[bytes, ...]) -> int:
+        """One vectored write; 0 if the client took nothing for a beat interval."""
+        try:
+            return self._sock.sendmsg(buffers)
+        except BlockingIOError:
+            self._beat()
+            return 0
+
+    def waited(self, progress: float) -> None:
+        """A write made no progress for a beat interval: beat, or give up."""
+        self._beat()
+        if time.monotonic() - progress > self._stall:
+            raise TimeoutError(f"the client read nothing for {self._stall:g} s")
+
+
 class BodyReader:
     """``recv`` for one request body: a total deadline, and a beat per read.
 
@@ -174,6 +226,9 @@ class SyncWorker(Worker):
                 continue
             except StopWaiting:
                 pass
+            except OSError as exc:  # out of descriptors or memory, a reset before accept
+                self.waiting = False
+                self._accept_failed(exc)
             while taken:
                 fd, addr = taken.pop()
                 self.handle(listener, Connection(family, socket.SOCK_STREAM, 0, fd), addr)
@@ -209,8 +264,19 @@ class SyncWorker(Worker):
                     conn, addr = accept()
                 except (BlockingIOError, InterruptedError):
                     continue  # another worker took it
+                except OSError as exc:
+                    self._accept_failed(exc)
+                    continue
                 self.handle(listener, conn, addr)
             self.slot.beat()
+
+    def _accept_failed(self, exc: OSError) -> None:
+        """A failed accept() is not the worker's end: log it, and if it is a lack
+        of resources (EMFILE...), pause so as not to spin on a readable socket."""
+        self.log.warning("accept() failed: %s", exc)
+        self.on_idle()
+        if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+            time.sleep(0.1)
 
     def _drain_backlog(self) -> None:
         """On a full stop, serve the connections already waiting in the listen
@@ -262,7 +328,9 @@ class SyncWorker(Worker):
         base = self.bases[listener.fileno()]
         if client.environ:  # TLS and PROXY keys: the same for every request on it
             base = {**base, **client.environ}
-        sendfile = None if client.is_tls else self._sendfile(conn)  # sendfile would bypass TLS
+        # Vectored writes and sendfile go straight to the socket: not under TLS.
+        sender = None if client.is_tls else Sender(conn, self.slot.beat, self.read_timeout)
+        sendfile = None if sender is None else self._sendfile(conn, sender)
         forwarding = client if client.trusted else None
         buf = b""
         while True:
@@ -274,9 +342,12 @@ class SyncWorker(Worker):
             if parsed is None:
                 return
             req, buf = parsed
-            keep, buf = self.serve_request(conn, req, buf, base, remote, sendfile, forwarding)
+            keep, buf = self.serve_request(conn, req, buf, base, remote, sendfile, forwarding, sender)
             if not keep:
                 return
+            # An empty line after a body (RFC 9112 §2.2 lets old clients send
+            # one) is not the start of a request: idle as usual.
+            buf = buf.lstrip(b"\r\n") if buf[:1] == b"\r" else buf
             if not buf and not self.wait_for_next(conn):
                 return
 
@@ -391,6 +462,7 @@ class SyncWorker(Worker):
         remote: tuple[str, str],
         sendfile: SendFile | None = None,
         forwarding: ClientConnection | None = None,
+        sender: Sender | None = None,
     ) -> tuple[bool, bytes]:
         """Serve one request; (whether the connection may carry another, its bytes so far).
 
@@ -398,10 +470,9 @@ class SyncWorker(Worker):
         """
         self.request_started(req)
         keep = req.keep_alive and self.keepalive > 0 and self.alive
-        # Vectored writes and sendfile go straight to the socket: not under TLS.
-        raw = sendfile is not None
-        resp = Response(req, conn.sendall, sendfile, keep, self.server_lines, self.nobody_waiting,
-                        conn.sendmsg if raw else None)
+        send = sender.sendall if sender is not None else conn.sendall
+        resp = Response(req, send, sendfile, keep, self.server_lines, self.nobody_waiting,
+                        sender.sendmsg if sender is not None else None)
         inp: Input | EmptyInput = EMPTY_INPUT
         if req.chunked or req.content_length:
             inp = resp.input = self._body_input(conn, req, resp, leftover)
@@ -524,19 +595,24 @@ class SyncWorker(Worker):
 
     # --- sendfile
 
-    def _sendfile(self, conn: Connection) -> SendFile:
+    def _sendfile(self, conn: Connection, sender: Sender) -> SendFile:
         out = conn.fileno()
 
         def sendfile(head: bytes, fd: int, offset: int, count: int) -> int:
-            conn.sendall(head, _MSG_MORE if count else 0)
+            sender.sendall(head, _MSG_MORE if count else 0)
             sent = 0
+            progress = time.monotonic()
             while sent < count:
                 try:
                     n = os.sendfile(out, fd, offset + sent, count - sent)
+                except BlockingIOError:  # SO_SNDTIMEO: the client is slow to read
+                    sender.waited(progress)
+                    continue
                 except OSError as exc:
                     if sent == 0 and exc.errno in _SENDFILE_UNSUPPORTED:
                         break  # the caller falls back to reading the file
                     raise
+                progress = time.monotonic()
                 if n == 0:
                     break
                 sent += n

@@ -63,3 +63,10 @@ def factory(greeting="hi", punct="!"):
 
 application = hello
 not_callable = 42
+
+
+def big(environ, start_response):
+    """16 MiB in one piece."""
+    body = b"x" * (16 << 20)
+    start_response("200 OK", [("Content-Type", "application/octet-stream")])
+    return [body]
