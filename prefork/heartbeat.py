@@ -7,6 +7,7 @@
 # how a stuck worker's request is reported, without any other IPC.
 from __future__ import annotations
 
+import errno
 import mmap
 import os
 import struct
@@ -50,7 +51,7 @@ class HeartbeatSlot:
         fd, path = tempfile.mkstemp(prefix="prefork-", dir=tmp_dir or default_tmp_dir())
         try:
             os.unlink(path)
-            os.ftruncate(fd, SIZE)
+            _allocate(fd, SIZE)
             self._map = mmap.mmap(fd, SIZE, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
         finally:
             os.close(fd)
@@ -116,3 +117,14 @@ class HeartbeatSlot:
 
     def close(self) -> None:
         self._map.close()
+
+
+def _allocate(fd: int, size: int) -> None:
+    """Reserve the file's blocks now: on a full tmpfs a sparse file would make
+    the first write through the mapping a SIGBUS instead of an OSError here."""
+    try:
+        os.posix_fallocate(fd, 0, size)
+    except (AttributeError, OSError) as exc:
+        if isinstance(exc, OSError) and exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
+            raise
+        os.ftruncate(fd, size)

@@ -371,10 +371,13 @@ class SyncWorker(Worker):
                 return req, buf[used:]
         return self._read_head_slowly(conn, buf)
 
-    def _read_head_slowly(self, conn: Connection, buf: bytes) -> tuple[Request, bytes] | None:
+    def _read_head_slowly(self, conn: Connection, first: bytes) -> tuple[Request, bytes] | None:
         timeout = self.read_timeout
         deadline = time.monotonic() + timeout
         beat = self.slot.beat
+        limits = self.limits
+        buf = bytearray(first)  # appends in amortised constant time
+        line_ended = b"\n" in first
         while True:
             beat()
             try:
@@ -383,10 +386,18 @@ class SyncWorker(Worker):
                 data = None
             if data:
                 buf += data
-                parsed = parse_head(buf, self.limits)
-                if parsed is not None:
-                    req, used = parsed
-                    return req, buf[used:]
+                # Parse again only when a line has ended, or when the request
+                # line or the head has grown too long: a head trickling in a
+                # byte at a time then costs linear time, not quadratic.
+                newline = b"\n" in data
+                line_ended = line_ended or newline
+                too_long = len(buf) > limits.max_head or (
+                    not line_ended and 0 < limits.request_line < len(buf))
+                if newline or too_long:
+                    parsed = parse_head(buf, limits)
+                    if parsed is not None:
+                        req, used = parsed
+                        return req, bytes(buf[used:])
             elif data is not None:  # the client closed the connection
                 if buf.strip(b"\r\n"):
                     raise IncompleteBody("connection closed inside the request head")
