@@ -15,7 +15,6 @@ import tempfile
 import time
 
 BOOTING, IDLE, BUSY, STOPPING = 0, 1, 2, 3
-STATE_NAMES = {BOOTING: "booting", IDLE: "idle", BUSY: "busy", STOPPING: "stopping"}
 
 _BEAT = struct.Struct("=d")  # offset 0: last beat, time.monotonic()
 _STATE = struct.Struct("=B")  # offset 8

@@ -253,14 +253,13 @@ def test_no_body_for_204_and_304(server, path, has_length):
         assert c.request(get("/hello")).body == b"hello"  # no stray body bytes
 
 
-def test_app_1xx_is_sent_without_length_and_closes(server):
+def test_app_1xx_status_is_an_invalid_response(server):
+    # A 1xx is interim: sent as the answer, the client would wait for the real one.
     with Conn(server.port) as c:
         c.send(get("/status?code=103&cl=9"))
         data = c.read_until_close()
-    head = data.split(b"\r\n\r\n")[0]
-    assert head.startswith(b"HTTP/1.1 103 ")
-    assert b"Content-Length" not in head
-    assert data.endswith(b"\r\n\r\n")  # no body bytes
+    assert data.startswith(b"HTTP/1.1 500 ")
+    server.wait_for_log(r"'103[^']*' is not a final status")
 
 
 def test_body_longer_than_content_length_is_truncated_and_closed(server):

@@ -125,10 +125,6 @@ class Request:
     def __repr__(self) -> str:
         return f"<Request {self.line!r}>"
 
-    @property
-    def has_body(self) -> bool:
-        return self.chunked or self.content_length > 0
-
     def header(self, name: str) -> str | None:
         """The first value of field ``name`` (case-insensitive), or None."""
         name = name.lower()

@@ -54,6 +54,8 @@ def status_code(status: str) -> int:
     if match is None:
         raise InvalidResponse(f"invalid status line {status[:60]!r}")
     code = int(match.group(1))
+    if code < 200:  # PEP 3333: the application gives the final response only
+        raise InvalidResponse(f"{status[:60]!r} is not a final status")
     if len(_status_cache) < 256:
         _status_cache[status] = code
     return code
@@ -65,7 +67,7 @@ _name_kinds: dict[str, int] = {}
 
 
 def _kind(name: object) -> int:
-    if name.__class__ is not str:
+    if not isinstance(name, str):  # subclasses (markupsafe.Markup, SafeString) are fine
         raise InvalidResponse(f"response header name {name!r} is not a str")
     assert isinstance(name, str)
     if not FIELD_NAME.fullmatch(name):
@@ -111,7 +113,7 @@ def check_fields(headers: list[tuple[str, str]]) -> ResponseFields:
             kind = kinds.get(name)
             if kind is None:
                 kind = _kind(name)
-            if value.__class__ is not str:
+            if value.__class__ is not str and not isinstance(value, str):
                 raise InvalidResponse(f"response header {name!r} has a value that is not a str")
             if kind == _PASS:
                 parts.append(f"{name}: {value}\r\n")
@@ -165,11 +167,6 @@ def date_line() -> str:
         _date_line = f"Date: {formatdate(now, usegmt=True)}\r\n"
         _date_second = now
     return _date_line
-
-
-def http_date() -> str:
-    """The current time as an IMF-fixdate."""
-    return date_line()[6:-2]
 
 
 def chunk(data: bytes) -> bytes:

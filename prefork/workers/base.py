@@ -10,6 +10,7 @@ import hashlib  # noqa: F401  (imported for the workers: see below)
 import os
 import random
 import signal
+import socket
 import ssl  # noqa: F401  (imported for the workers: see below)
 import sys
 import time
@@ -21,9 +22,9 @@ from .. import SERVER_SOFTWARE
 from ..app import AppNotFound, load_app, prepare_path
 from ..heartbeat import IDLE, STOPPING, HeartbeatSlot, beat_interval
 from ..http.request import Limits
+from ..listener import Listener
 from ..logs import Logger
 from ..settings import Config
-from ..sockets import Listener
 from ..wsgi import ErrorStream, WSGIApp, base_environ
 
 # ssl and hashlib are imported above so that the master, which imports this
@@ -197,13 +198,11 @@ class Worker:
     # --- helpers for serving loops
 
     def environ_base(self, listener: Listener) -> dict[str, Any]:
-        address = listener.address
-        if listener.family == 1:  # AF_UNIX
+        if listener.family == socket.AF_UNIX:
             name, port = "localhost", ""
         else:
             host, port_number = listener.sock.getsockname()[:2]
             name, port = host, str(port_number)
-        del address
         errors = ErrorStream(self.log.error_log.error)
         scheme = "https" if self.ssl_context is not None else "http"
         return base_environ(name, port, self.cfg.workers > 1, errors, scheme)

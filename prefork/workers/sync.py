@@ -27,13 +27,12 @@ from itertools import starmap
 from typing import Any
 
 from .. import SERVER_SOFTWARE
-from ..heartbeat import IDLE
 from ..http import response as http_response
 from ..http.body import ChunkedBody, LengthBody
 from ..http.errors import HTTPError, IncompleteBody, RequestTimeout
 from ..http.request import Request, parse_head
 from ..http.response import InvalidResponse
-from ..sockets import Listener, needs_poll
+from ..listener import Listener, needs_poll
 from ..wsgi import (
     DRAIN_BUDGET,
     EMPTY_INPUT,
@@ -632,4 +631,4 @@ class SyncWorker(Worker):
         return sendfile
 
 
-__all__ = ["SyncWorker", "IDLE"]
+__all__ = ["SyncWorker"]
