@@ -4,7 +4,6 @@ and framing mistakes are visible."""
 
 import select
 import socket
-import time
 
 
 class Response:
@@ -138,12 +137,3 @@ def post(path, body, extra=""):
 def chunked(pieces, trailer=b""):
     return b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in pieces) + b"0\r\n" + trailer + b"\r\n"
 
-
-def wait_until(predicate, timeout, interval=0.02):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    return predicate()
