@@ -43,6 +43,7 @@ def run(accesslog: str | None, count: int, profile: bool) -> tuple[float, int]:
     cfg = build_config([], {}, "bench:app")
     slot = HeartbeatSlot(None)
     worker = SyncWorker(cfg, [], slot, log, 1, os.getppid(), app=app)
+    worker.prepare()
     base = base_environ("127.0.0.1", "8000", False, ErrorStream(log.error_log.error))
     server, client = socket.socketpair()
     client.setblocking(False)

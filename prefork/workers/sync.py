@@ -126,6 +126,15 @@ class SyncWorker(Worker):
     """Serves one connection at a time; keeps it only while nobody else waits."""
 
     def run(self) -> None:
+        self.prepare()
+        if not needs_poll(self.listeners):
+            self._accept_loop(self.listeners[0])
+        else:
+            self._poll_loop()
+        self._drain_backlog()
+
+    def prepare(self) -> None:
+        """Set up what serving needs, once per worker (``run`` calls it)."""
         self.bases = {listener: self.environ_base(listener) for listener in self.listeners}
         # Reading a request head, and a request body, must each be done
         # within this many seconds (docs/http.md: "Deadlines").
@@ -136,11 +145,6 @@ class SyncWorker(Worker):
         for fd in self.listener_fds:
             self._pending.register(fd, select.POLLIN)
         self.nobody_waiting: Callable[[], bool] = self._nobody_waiting
-        if not needs_poll(self.listeners):
-            self._accept_loop(self.listeners[0])
-        else:
-            self._poll_loop()
-        self._drain_backlog()
 
     # --- waiting for connections
 
