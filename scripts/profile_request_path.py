@@ -18,7 +18,6 @@ from __future__ import annotations
 import cProfile
 import os
 import pstats
-import select
 import socket
 import sys
 import time
@@ -30,7 +29,7 @@ from prefork.heartbeat import HeartbeatSlot  # noqa: E402
 from prefork.http.request import Limits, parse_head  # noqa: E402
 from prefork.logs import Logger  # noqa: E402
 from prefork.settings import build_config  # noqa: E402
-from prefork.workers.ingress import ClientConnection, Ingress  # noqa: E402
+from prefork.workers.ingress import ClientConnection  # noqa: E402
 from prefork.workers.sync import SyncWorker  # noqa: E402
 from prefork.wsgi import ErrorStream, base_environ  # noqa: E402
 
@@ -49,12 +48,7 @@ def run(accesslog: str | None, count: int, profile: bool, trusted: bool = False)
     cfg = build_config([], {}, "bench:app")
     slot = HeartbeatSlot(None)
     worker = SyncWorker(cfg, [], slot, log, 1, os.getppid(), app=app)
-    # what SyncWorker.run() sets up before its loop, for a worker without listeners
-    worker.read_timeout = cfg.timeout
-    worker.keepalive = float(cfg.keepalive)
-    worker._pending = select.poll()
-    worker.nobody_waiting = worker._nobody_waiting
-    worker.ingress = Ingress(cfg, None, slot.beat, worker.beat_interval)
+    worker.prepare()
     base = base_environ("127.0.0.1", "8000", False, ErrorStream(log.error_log.error))
     server, client = socket.socketpair()
     client.setblocking(False)
