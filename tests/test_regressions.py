@@ -10,7 +10,7 @@ import time
 
 import pytest
 import requests
-from conftest import APPS, alive, wait_until
+from conftest import APPS, alive, raw_request, wait_until
 
 from prefork.testing import child_pids
 
@@ -270,3 +270,43 @@ def test_empty_line_after_a_body_does_not_hold_the_worker(test_app):
         assert time.monotonic() - started < 5
     finally:
         kept.close()
+
+
+def _lowest_free_fd(pid):
+    used = {int(name) for name in os.listdir(f"/proc/{pid}/fd")}
+    return next(fd for fd in range(len(used) + 1) if fd not in used)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="prlimit on another process")
+def test_worker_out_of_descriptors_survives_and_serves_later(test_app):
+    import resource
+
+    server = test_app("basic:pid", workers=1)
+    [worker] = server.worker_pids()
+    # Served and closed by the server before we read its EOF: the worker holds no connection.
+    assert raw_request(server.port, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    original = resource.prlimit(worker, resource.RLIMIT_NOFILE)
+    # The next descriptor the worker opens would be past its limit: accept() fails with EMFILE.
+    limit = _lowest_free_fd(worker)
+    resource.prlimit(worker, resource.RLIMIT_NOFILE, (limit, original[1]))
+    answer = {}
+
+    def client():
+        try:
+            answer["response"] = requests.get(server.url, timeout=20)
+        except requests.RequestException as exc:
+            answer["error"] = exc
+
+    thread = threading.Thread(target=client)
+    thread.start()
+    try:
+        assert wait_until(lambda: "accept() failed" in server.log_text(), 10), server.log_text()
+        assert alive(worker) and server.worker_pids() == [worker]
+    finally:
+        if alive(worker):
+            resource.prlimit(worker, resource.RLIMIT_NOFILE, original)
+        thread.join(25)
+    # Once descriptors are available again, the same worker serves the waiting client.
+    assert answer["response"].status_code == 200
+    assert answer["response"].text == str(worker)
+    assert server.worker_pids() == [worker]
