@@ -81,7 +81,9 @@ def _reserve_tcp(address: Address) -> Listener:
     listens; with it, a plain SO_REUSEADDR server could bind and listen there
     (Linux allows that while no socket on the port listens). SO_REUSEADDR is
     only added when the port is held by connections in TIME_WAIT that a
-    server without SO_REUSEPORT left behind.
+    server without SO_REUSEPORT left behind. Another server of the same user
+    that uses SO_REUSEPORT on the same address shares the port with this one,
+    as with Gunicorn's --reuse-port: two instances can overlap during a deploy.
     """
     family, kind, proto, sockaddr = _resolve(address)
     sock = socket.socket(family, kind, proto)
@@ -94,30 +96,12 @@ def _reserve_tcp(address: Address) -> Listener:
                 raise
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.bind(sockaddr)
-        _refuse_shared_port(sock, address)
     except OSError as exc:
         sock.close()
         hint = " (is another server running there?)" if exc.errno == errno.EADDRINUSE else ""
         raise BindError(f"cannot listen on {address}: {exc.strerror}{hint}") from None
-    except BindError:
-        sock.close()
-        raise
     sock.set_inheritable(True)
     return Listener(sock, address, per_worker=True)
-
-
-def _refuse_shared_port(sock: socket.socket, address: Address) -> None:
-    """SO_REUSEPORT lets any socket of the same user join the port, including
-    another server's that already listens there: connect to find out."""
-    host, port = sock.getsockname()[:2]
-    if host in ("0.0.0.0", "::"):
-        host = "127.0.0.1" if sock.family == socket.AF_INET else "::1"
-    try:
-        probe = socket.create_connection((host, port), timeout=1.0)
-    except OSError:
-        return  # refused (or unreachable): nobody listens there
-    probe.close()
-    raise BindError(f"cannot listen on {address}: another server is listening there")
 
 
 def _bind_unix(address: Address, backlog: int) -> Listener:
