@@ -3,7 +3,9 @@
 # per connection; the socket's SO_RCVTIMEO (set by the master) makes that
 # wait, and every read from a client, return at least once per beat interval
 # so the worker can beat, notice a dead master, and enforce read deadlines.
-# With several listeners (or off Linux) it polls them instead.
+# With several listeners (or off Linux) it polls them instead. With
+# --reuse-port the listeners are the worker's own sockets (workers/base.py),
+# so "the listen queue" below is this worker's own queue.
 #
 # Keep-alive: a sync worker holding an idle connection would leave every other
 # client waiting, so it keeps a connection only while nobody else is waiting.
