@@ -473,6 +473,8 @@ class Arbiter:
     def _apply_config(self, cfg: Config) -> None:
         if cfg.bind != self.cfg.bind:
             self.log.warning("Reload: a changed --bind takes effect only on restart or USR2")
+        if cfg.reuse_port != self.cfg.reuse_port:
+            self.log.warning("Reload: a changed --reuse-port takes effect only on restart or USR2")
         try:
             self.log.reconfigure(cfg)
         except (OSError, ConfigError) as exc:

@@ -188,9 +188,7 @@ def test_fd_socket_is_shared_with_a_warning(test_app):
 
 
 def test_usr2_upgrade_hands_the_reservation_over(test_app):
-    with socket.socket() as probe:  # a free port: the new master must find the same address
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = _free_port()  # not 0: the new master must find the same address
     server = start(test_app, workers=2, bind=f"127.0.0.1:{port}", upgrade_auto=True)
     old = server.wait_workers(2)
     server.send_signal(signal.SIGUSR2)
@@ -237,3 +235,34 @@ def test_print_config_shows_reuse_port():
     check = subprocess.run([sys.executable, "-m", "prefork", "--check-config", "--reuse-port", "basic:hello"],
                            cwd=APPS, capture_output=True, text=True, timeout=20)
     assert check.returncode == 0 and "configuration OK" in check.stdout, check.stderr
+
+
+def _free_port():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_changed_reuse_port_applies_on_usr2_not_on_hup(test_app, tmp_path):
+    port = _free_port()
+    conf = tmp_path / "prefork.conf.py"
+    conf.write_text("reuse_port = True\n")
+    server = test_app("basic:pid", workers=2, bind=f"127.0.0.1:{port}", upgrade_auto=True,
+                      args=["-c", str(conf)])
+    conf.write_text("reuse_port = False\n")
+    server.send_signal(signal.SIGHUP)
+    server.wait_for_log(r"Reload: a changed --reuse-port takes effect only on restart or USR2")
+    server.wait_for_log(r"Reload complete")
+    assert wait_until(lambda: len(listening_inodes(port)) == 2, 5)  # still one socket per worker
+    # USR2: the new master gets the bound, not listening, socket and listens on it.
+    server.send_signal(signal.SIGUSR2)
+    match = server.wait_for_log(r"Upgrade: this master \((\d+)\) replaces %d" % server.master_pid, timeout=20)
+    new_master = int(match.group(1))
+    try:
+        server.wait_for_log(r"Listening at: http://127\.0\.0\.1:%d \(%d, inherited\)" % (port, new_master))
+        assert server.proc.wait(20) == 0
+        assert wait_until(lambda: len(listening_inodes(port)) == 1, 5)  # shared again
+        assert pids_answering(server.url, 20) <= set(child_pids(new_master))
+    finally:
+        os.kill(new_master, signal.SIGTERM)
+        assert wait_until(lambda: not alive(new_master), 10)
