@@ -266,3 +266,19 @@ def test_changed_reuse_port_applies_on_usr2_not_on_hup(test_app, tmp_path):
     finally:
         os.kill(new_master, signal.SIGTERM)
         assert wait_until(lambda: not alive(new_master), 10)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="dropping privileges needs root")
+def test_workers_listen_before_dropping_privileges(test_app):
+    # The kernel lets a socket join an SO_REUSEPORT group only for the user
+    # who owns the sockets already there: the master's, root here.
+    import pwd
+
+    nobody = pwd.getpwnam("nobody")
+    server = start(test_app, workers=2, user="nobody")
+    workers = server.wait_workers(2)
+    for pid in workers:
+        with open(f"/proc/{pid}/status") as f:
+            uid_line = next(line for line in f if line.startswith("Uid:"))
+        assert uid_line.split()[1:] == [str(nobody.pw_uid)] * 4
+    assert pids_answering(server.url, 40) == set(workers)
