@@ -12,6 +12,7 @@ import threading
 import pytest
 import requests
 from conftest import APPS, alive, wait_until
+from rawhttp import Conn, get
 
 from prefork.testing import child_pids
 
@@ -282,3 +283,19 @@ def test_workers_listen_before_dropping_privileges(test_app):
             uid_line = next(line for line in f if line.startswith("Uid:"))
         assert uid_line.split()[1:] == [str(nobody.pw_uid)] * 4
     assert pids_answering(server.url, 40) == set(workers)
+
+
+def test_keep_alive_looks_at_the_workers_own_queue(test_app):
+    # The master's reservation polls as "hung up" (POLLHUP) for ever: a worker
+    # that looked at it would think someone waits and close every connection.
+    server = start(test_app, app="http_apps:router", workers=1, keepalive=30)
+    with Conn(server.port) as a:
+        first = a.request(get("/hello"))
+        assert first.body == b"hello" and first.header("Connection") != "close"
+        assert a.request(get("/hello")).body == b"hello"  # the same connection, kept
+        a.send(get("/sleep_briefly?s=0.5"))  # the worker is busy with a…
+        assert wait_until(lambda: any(_sleeping(pid) for pid in server.worker_pids()), 5)
+        with Conn(server.port) as b:  # …while b waits in its listen queue
+            b.send(get("/hello"))
+            assert a.read_response().header("Connection") == "close"
+            assert b.read_response().body == b"hello"
