@@ -194,7 +194,11 @@ def inherit_listeners(fds: list[int], addresses: list[Address], backlog: int,
             owned = address.path if address.kind == "unix" else ""
             per_worker = reuse_port and _is_reservation(match)
             if not per_worker and not match.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
-                match.listen(backlog)
+                try:
+                    match.listen(backlog)
+                except OSError as exc:
+                    match.close()
+                    raise BindError(f"cannot listen on {address}: {exc.strerror}") from None
             listeners.append(Listener(match, address, owned_path=owned, per_worker=per_worker))
     except BindError:
         close_listeners(listeners, unlink=False)

@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 
 import pytest
 import requests
@@ -64,6 +65,19 @@ def pids_answering(url, count):
         assert response.status_code == 200
         pids.add(int(response.text))
     return pids
+
+
+def requests_until(url, done, timeout=20):
+    """Send requests, each on a new connection, until ``done()``; the failures."""
+    failures = []
+    deadline = time.monotonic() + timeout
+    while not done():
+        assert time.monotonic() < deadline, f"not done within {timeout} s"
+        try:
+            requests.get(url, timeout=5, headers={"Connection": "close"})
+        except requests.RequestException as exc:
+            failures.append(repr(exc))
+    return failures
 
 
 def test_each_worker_listens_on_its_own_socket(test_app):
@@ -126,7 +140,10 @@ def test_hup_reload_gives_new_workers_their_own_sockets(test_app):
     server = start(test_app, workers=2)
     old = server.wait_workers(2)
     server.send_signal(signal.SIGHUP)
-    server.wait_for_log(r"Reload complete")
+    # New connections all through the hand-over: none refused or reset.
+    failures = requests_until(
+        server.url, lambda: not any(alive(pid) for pid in old) and "Reload complete" in server.log_text())
+    assert failures == []
     new = server.wait_workers(2, exclude=old)
     assert wait_until(lambda: len(listening_inodes(server.port)) == 2, 5)
     assert pids_answering(server.url, 40) == set(new)
@@ -198,12 +215,8 @@ def test_usr2_upgrade_hands_the_reservation_over(test_app):
     try:
         server.wait_for_log(r"Listening at: http://127\.0\.0\.1:%d \(%d, inherited, a socket per worker\)"
                             % (port, new_master))
-        failures = []
-        while server.proc.poll() is None:  # the old master retires its workers, then exits
-            try:
-                requests.get(server.url, timeout=5, headers={"Connection": "close"})
-            except requests.RequestException as exc:
-                failures.append(repr(exc))
+        # The old master retires its workers, then exits.
+        failures = requests_until(server.url, lambda: server.proc.poll() is not None)
         assert server.proc.wait(20) == 0
         assert failures == []
         new = child_pids(new_master)
