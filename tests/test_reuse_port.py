@@ -3,6 +3,7 @@ same address (real processes, real sockets, real signals; Linux only)."""
 
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -312,3 +313,27 @@ def test_keep_alive_looks_at_the_workers_own_queue(test_app):
             b.send(get("/hello"))
             assert a.read_response().header("Connection") == "close"
             assert b.read_response().body == b"hello"
+
+
+@pytest.mark.skipif(not shutil.which("systemd-socket-activate"), reason="needs systemd-socket-activate")
+def test_socket_activation_is_shared_with_a_warning(test_app):
+    port = _free_port()
+    server = test_app(
+        "basic:pid", workers=2, bind=f"127.0.0.1:{port}", reuse_port=True, wait_ready=False,
+        wrapper=["systemd-socket-activate", "-E", "NOTIFY_SOCKET", "-l", f"127.0.0.1:{port}"],
+    )
+    # systemd-socket-activate execs prefork on the first connection, which is then
+    # served; until it listens, connections are refused.
+    assert wait_until(lambda: _get_or_none(server.url), 10).status_code == 200
+    server.wait_notify("READY=1", 20)
+    server.wait_for_log(r"WARNING\] --reuse-port does not apply to http://127\.0\.0\.1:%d "
+                        r"\(passed by socket activation, already listening\)" % port)
+    assert len(listening_inodes(port)) == 1
+    assert pids_answering(server.url, 10)
+
+
+def _get_or_none(url):
+    try:
+        return requests.get(url, timeout=20)
+    except requests.ConnectionError:
+        return None
