@@ -207,9 +207,11 @@ class Arbiter:
                 if self.cfg.sources.get("bind", "default") != "default":
                     self.log.warning("Socket activation: using the sockets systemd passed; --bind is ignored")
             else:
-                self.listeners = inherit_listeners(fds, self.cfg.addresses, self.cfg.backlog)
+                self.listeners = inherit_listeners(fds, self.cfg.addresses, self.cfg.backlog,
+                                                   self._reuse_port())
         except BindError as exc:
             raise StartupError(str(exc)) from None
+        self._warn_shared(fds)
         self._set_listener_timeouts()
         poll = needs_poll(self.listeners)
         for listener in self.listeners:
@@ -219,10 +221,43 @@ class Arbiter:
                 os.chown(listener.owned_path, _id(self.cfg.user), _id(self.cfg.group))
             kind = "socket activation" if self.activated else (
                 "inherited" if listener.fileno() in fds else "bound")
+            if listener.per_worker:
+                kind += ", a socket per worker"
             url = listener.url()
             if self.ssl_context is not None:
                 url = url.replace("http://", "https://", 1)
             self.log.info("Listening at: %s (%s, %s)", url, self.pid, kind)
+
+    def _reuse_port(self) -> bool:
+        """Whether --reuse-port can take effect here at all."""
+        return bool(self.cfg.reuse_port) and sys.platform.startswith("linux")
+
+    def _warn_shared(self, fds: list[int]) -> None:
+        """--reuse-port: one warning naming the listeners the workers share, and why."""
+        if not self.cfg.reuse_port:
+            return
+        if not self._reuse_port():
+            self.log.warning("--reuse-port: only Linux spreads connections across SO_REUSEPORT "
+                             "sockets; the workers share the listening sockets")
+            return
+        reasons = []
+        for listener in self.listeners:
+            if listener.per_worker:
+                continue
+            if self.activated:
+                why = "passed by socket activation, already listening"
+            elif listener.address.kind == "unix":
+                why = "a unix socket"
+            elif listener.address.kind == "fd":
+                why = "an fd:// socket, opened by another process"
+            elif listener.fileno() in fds:
+                why = "inherited already listening"
+            else:
+                why = "not a TCP socket"
+            reasons.append(f"{listener.url()} ({why})")
+        if reasons:
+            self.log.warning("--reuse-port does not apply to %s: the workers share %s",
+                             ", ".join(reasons), "it" if len(reasons) == 1 else "them")
 
     def _set_listener_timeouts(self) -> None:
         """How long a worker's accept(), read or write waits before it beats
@@ -438,6 +473,8 @@ class Arbiter:
     def _apply_config(self, cfg: Config) -> None:
         if cfg.bind != self.cfg.bind:
             self.log.warning("Reload: a changed --bind takes effect only on restart or USR2")
+        if cfg.reuse_port != self.cfg.reuse_port:
+            self.log.warning("Reload: a changed --reuse-port takes effect only on restart or USR2")
         try:
             self.log.reconfigure(cfg)
         except (OSError, ConfigError) as exc:

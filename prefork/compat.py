@@ -69,7 +69,9 @@ GUNICORN_SETTINGS: dict[str, GunicornSetting] = {g.name: g for g in [
     # server mechanics
     _g("preload_app", "--preload", FLAG),
     _g("sendfile", "--no-sendfile", FLAG),
-    _g("reuse_port", "--reuse-port", FLAG),
+    _g("reuse_port", "--reuse-port", FLAG, note="Linux only. Each worker gets its own "
+       "SO_REUSEPORT listening socket and the kernel spreads connections across them; "
+       "as in Gunicorn, another server started with it on the same port shares the port."),
     _g("chdir", "--chdir"),
     _g("daemon", "-D --daemon", FLAG),
     _g("raw_env", "-e --env"),

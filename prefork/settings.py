@@ -820,6 +820,23 @@ SETTINGS: list[Setting] = [
     # ----- end of deployment settings -----
 
     # ----- Performance options -----
+    _s("reuse_port", "Server socket", ("--reuse-port",), boolean, False,
+       """Linux: give every worker its own listening socket on each TCP address,
+       all bound with ``SO_REUSEPORT``, so that the kernel spreads new connections
+       across the workers by a hash of the client's address and port instead of
+       handing each to whichever worker waits in ``accept()`` on a shared queue.
+       The master only reserves the address (bound, not listening). Each worker has
+       its own listen queue, so a busy worker's queue can hold connections while
+       another worker is idle; a worker that stops gracefully serves its queue
+       before it closes the socket, but a connection that completes between its
+       last ``accept()`` and the close is reset, and a worker that crashes or is
+       killed loses its whole queue, unless the ``net.ipv4.tcp_migrate_req``
+       sysctl (Linux 5.14 or newer) is 1, which moves queued connections to
+       another worker. Unix sockets, ``fd://`` and systemd-activated sockets, and
+       sockets inherited already listening keep one shared socket (with a
+       warning), as does every address on other systems. See
+       ``docs/deploy/scaling.md``.""",
+       example="--reuse-port", is_flag=True),
 
     # ----- end of performance settings -----
 ]

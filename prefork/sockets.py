@@ -7,22 +7,27 @@ import errno
 import os
 import socket
 import stat
+from typing import Any
 
-from .listener import Listener, needs_poll
+from .listener import Listener, needs_poll, tune_listener
 from .settings import Address
 
-__all__ = ["BindError", "Listener", "needs_poll"]
+__all__ = ["BindError", "Listener", "needs_poll", "tune_listener"]
 
 
 class BindError(Exception):
     """A listening socket could not be created; the message is one line."""
 
 
-def create_listener(address: Address, backlog: int) -> Listener:
+def create_listener(address: Address, backlog: int, reuse_port: bool = False) -> Listener:
+    """A listener for ``address``; with ``reuse_port``, a TCP address gets a
+    reservation for per-worker sockets (``_reserve_tcp``) instead."""
     if address.kind == "fd":
         return adopt_fd(address.fd, address, backlog)
     if address.kind == "unix":
         return _bind_unix(address, backlog)
+    if reuse_port:
+        return _reserve_tcp(address)
     return _bind_tcp(address, backlog)
 
 
@@ -41,13 +46,18 @@ def adopt_fd(fd: int, address: Address, backlog: int) -> Listener:
     return Listener(sock, address)
 
 
-def _bind_tcp(address: Address, backlog: int) -> Listener:
+def _resolve(address: Address) -> tuple[int, int, int, Any]:
     try:
         infos = socket.getaddrinfo(address.host, address.port, type=socket.SOCK_STREAM,
                                    flags=socket.AI_PASSIVE)
     except socket.gaierror as exc:
         raise BindError(f"cannot resolve {address}: {exc.strerror}") from None
     family, kind, proto, _, sockaddr = infos[0]
+    return family, kind, proto, sockaddr
+
+
+def _bind_tcp(address: Address, backlog: int) -> Listener:
+    family, kind, proto, sockaddr = _resolve(address)
     sock = socket.socket(family, kind, proto)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -59,6 +69,39 @@ def _bind_tcp(address: Address, backlog: int) -> Listener:
         raise BindError(f"cannot listen on {address}: {exc.strerror}{hint}") from None
     sock.set_inheritable(True)
     return Listener(sock, address)
+
+
+def _reserve_tcp(address: Address) -> Listener:
+    """--reuse-port: bind ``address`` with SO_REUSEPORT, and do not listen.
+
+    A bound socket that is not listening takes no connections (a connect gets
+    ECONNREFUSED until a worker listens), yet it holds the address: each
+    worker binds its own listening socket to the same address and port.
+    Without SO_REUSEADDR no other program can take the port while no worker
+    listens; with it, a plain SO_REUSEADDR server could bind and listen there
+    (Linux allows that while no socket on the port listens). SO_REUSEADDR is
+    only added when the port is held by connections in TIME_WAIT that a
+    server without SO_REUSEPORT left behind. Another server of the same user
+    that uses SO_REUSEPORT on the same address shares the port with this one,
+    as with Gunicorn's --reuse-port: two instances can overlap during a deploy.
+    """
+    family, kind, proto, sockaddr = _resolve(address)
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        try:
+            sock.bind(sockaddr)
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE:
+                raise
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(sockaddr)
+    except OSError as exc:
+        sock.close()
+        hint = " (is another server running there?)" if exc.errno == errno.EADDRINUSE else ""
+        raise BindError(f"cannot listen on {address}: {exc.strerror}{hint}") from None
+    sock.set_inheritable(True)
+    return Listener(sock, address, per_worker=True)
 
 
 def _bind_unix(address: Address, backlog: int) -> Listener:
@@ -100,20 +143,6 @@ def close_listeners(listeners: list[Listener], unlink: bool) -> None:
             listener.remove_file()
 
 
-def tune_listener(sock: socket.socket) -> None:
-    """Options set on every TCP listener; Linux and the BSDs copy them to
-    each accepted connection, so they cost nothing per connection.
-
-    TCP_NODELAY: a response written in several pieces (a streamed or chunked
-    body, the head before a file) must not wait for the client's ACK of the
-    previous piece. With Nagle's algorithm it does, and the client delays
-    that ACK by up to 40 ms: a three-piece streamed response on a kept-alive
-    connection took 44 ms instead of 70 µs (docs/performance.md).
-    """
-    if sock.family in (socket.AF_INET, socket.AF_INET6):
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-
 def _same_address(sock: socket.socket, address: Address) -> bool:
     name = sock.getsockname()
     if address.kind == "unix":
@@ -130,10 +159,23 @@ def _same_address(sock: socket.socket, address: Address) -> bool:
     return any(info[4][:2] == name[:2] for info in infos)
 
 
-def inherit_listeners(fds: list[int], addresses: list[Address], backlog: int) -> list[Listener]:
+def _is_reservation(sock: socket.socket) -> bool:
+    """Bound with SO_REUSEPORT and not listening: what ``_reserve_tcp`` makes."""
+    return (sock.family in (socket.AF_INET, socket.AF_INET6)
+            and not sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN)
+            and bool(sock.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT)))
+
+
+def inherit_listeners(fds: list[int], addresses: list[Address], backlog: int,
+                      reuse_port: bool = False) -> list[Listener]:
     """Listeners for ``addresses``, reusing the inherited sockets ``fds`` where
     they match (a binary upgrade hands its sockets to the new master) and
-    binding the rest. Inherited sockets that match no address are closed."""
+    binding the rest. Inherited sockets that match no address are closed.
+
+    An inherited socket that is bound but not listening is the reservation of
+    a master that ran with --reuse-port: with ``reuse_port`` it stays one (the
+    old workers' sockets and the new ones share the port during the hand-over),
+    without, it starts listening and its workers share it again."""
     inherited = []
     for fd in fds:
         try:
@@ -145,12 +187,19 @@ def inherit_listeners(fds: list[int], addresses: list[Address], backlog: int) ->
         for address in addresses:
             match = next((s for s in inherited if _same_address(s, address)), None)
             if match is None:
-                listeners.append(create_listener(address, backlog))
+                listeners.append(create_listener(address, backlog, reuse_port))
                 continue
             inherited.remove(match)
             match.set_inheritable(True)
             owned = address.path if address.kind == "unix" else ""
-            listeners.append(Listener(match, address, owned_path=owned))
+            per_worker = reuse_port and _is_reservation(match)
+            if not per_worker and not match.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
+                try:
+                    match.listen(backlog)
+                except OSError as exc:
+                    match.close()
+                    raise BindError(f"cannot listen on {address}: {exc.strerror}") from None
+            listeners.append(Listener(match, address, owned_path=owned, per_worker=per_worker))
     except BindError:
         close_listeners(listeners, unlink=False)
         raise

@@ -22,7 +22,7 @@ from .. import SERVER_SOFTWARE
 from ..app import AppNotFound, load_app, prepare_path
 from ..heartbeat import IDLE, STOPPING, HeartbeatSlot, beat_interval
 from ..http.request import Limits
-from ..listener import Listener
+from ..listener import Listener, own_listeners
 from ..logs import Logger
 from ..settings import Config
 from ..wsgi import ErrorStream, WSGIApp, base_environ
@@ -139,6 +139,7 @@ class Worker:
 
         random.seed()
         setproctitle(f"prefork: worker [{self.cfg.title_name}]")
+        self._listen_on_own_sockets()  # as root still, if the master is: see own_listeners
         self._drop_privileges()
         # After the privilege drop, which clears the parent-death signal.
         _set_parent_death_signal(signal.SIGTERM)
@@ -155,6 +156,16 @@ class Worker:
         signal.signal(signal.SIGUSR1, self._on_usr1)
         # The master blocked these around fork(); what arrived since is delivered now.
         signal.pthread_sigmask(signal.SIG_SETMASK, set())
+
+    def _listen_on_own_sockets(self) -> None:
+        """--reuse-port: replace the master's reservations by sockets of our own."""
+        if not any(listener.per_worker for listener in self.listeners):
+            return
+        try:
+            self.listeners = own_listeners(self.listeners, self.cfg.backlog)
+        except OSError as exc:
+            self.slot.write_error(f"worker {self.pid} cannot listen with --reuse-port: {exc.strerror}")
+            raise SystemExit(EXIT_BOOT_ERROR) from None
 
     def _drop_privileges(self) -> None:
         uid, gid = self.cfg.user, self.cfg.group

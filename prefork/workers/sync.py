@@ -3,7 +3,9 @@
 # per connection; the socket's SO_RCVTIMEO (set by the master) makes that
 # wait, and every read from a client, return at least once per beat interval
 # so the worker can beat, notice a dead master, and enforce read deadlines.
-# With several listeners (or off Linux) it polls them instead.
+# With several listeners (or off Linux) it polls them instead. With
+# --reuse-port the listeners are the worker's own sockets (workers/base.py),
+# so "the listen queue" below is this worker's own queue.
 #
 # Keep-alive: a sync worker holding an idle connection would leave every other
 # client waiting, so it keeps a connection only while nobody else is waiting.
@@ -282,26 +284,46 @@ class SyncWorker(Worker):
             time.sleep(0.1)
 
     def _drain_backlog(self) -> None:
-        """On a full stop, serve the connections already waiting in the listen
-        queue: until it is empty, and for at most half the graceful timeout, so
-        that a stream of new arrivals cannot keep a stopping worker forever."""
-        if not self.draining:
-            return  # retired: the other workers keep serving this queue
-        deadline = self.draining + self.cfg.graceful_timeout / 2
-        pending = self._pending
-        while time.monotonic() < deadline:
-            ready = pending.poll(0)
-            if not ready:
-                return
-            for fd, _ in ready:
-                listener = self._by_fd[fd]
-                try:
-                    # Readable, so this returns at once, unless another worker
-                    # took the connection; then SO_RCVTIMEO bounds the wait.
-                    conn, addr = acceptor(listener)()
-                except OSError:
-                    continue
-                self.handle(listener, conn, addr)
+        """Before exiting, serve the connections already waiting in a listen queue.
+
+        On a full stop (TERM), every listener's queue. On a retirement (HUP),
+        only this worker's own queues (--reuse-port): nobody else accepts from
+        them, and closing a listening socket resets the connections still in
+        its queue. The shared queues are left to the other workers. Until the
+        queues are empty, and for at most half the graceful timeout, so that a
+        stream of new arrivals cannot keep a stopping worker forever."""
+        listeners = self.listeners if self.draining else [
+            listener for listener in self.listeners if listener.per_worker]
+        if not listeners:
+            return
+        pending = select.poll()
+        for listener in listeners:
+            pending.register(listener.fileno(), select.POLLIN)
+            if listener.per_worker:
+                listener.sock.setblocking(False)  # ours alone: readable means accept() succeeds
+        deadline = (self.draining or time.monotonic()) + self.cfg.graceful_timeout / 2
+        try:
+            while time.monotonic() < deadline:
+                ready = pending.poll(0)
+                if not ready:
+                    return
+                for fd, _ in ready:
+                    listener = self._by_fd[fd]
+                    try:
+                        # Readable, so this returns at once, unless another worker
+                        # took the connection from a shared queue; then
+                        # SO_RCVTIMEO bounds the wait.
+                        conn, addr = acceptor(listener)()
+                    except OSError:
+                        continue
+                    self.handle(listener, conn, addr)
+        finally:
+            # At once after the queue was seen empty: a connection the kernel
+            # queues between that look and this close is reset (unless
+            # net.ipv4.tcp_migrate_req moves it to another worker's socket).
+            for listener in listeners:
+                if listener.per_worker:
+                    listener.close()
 
     # --- one connection
 
@@ -473,7 +495,9 @@ class SyncWorker(Worker):
     def _nobody_waiting(self) -> bool:
         """The keep-alive test made when a response head is written: one
         poll(0) of the listeners (0.26 µs; TCP_INFO's queue length costs
-        0.34 µs, docs/performance.md)."""
+        0.34 µs, docs/performance.md). With --reuse-port these are the
+        worker's own sockets, so it is this worker's queue that counts: a
+        connection waiting for another worker is no reason to close."""
         return self.alive and not self._pending.poll(0)
 
     def serve_request(
