@@ -16,7 +16,7 @@ import httptools
 
 from . import request as _python
 from .errors import BadRequest, HeaderFieldsTooLarge
-from .request import Limits, Request
+from .request import Limits, Request, _kind, _name_kinds
 
 # llhttp only sees the field block; the request line it parses is this one,
 # a GET it knows in the version whose strict rules it applies.
@@ -40,9 +40,9 @@ class _Fields:
         name = name_bytes.decode("latin-1")
         value = value_bytes.decode("latin-1").rstrip(" \t")
         self.fields.append((name, value))
-        kind = _python._name_kinds.get(name)
+        kind = _name_kinds.get(name)
         if kind is None:
-            kind = _python._kind(name)
+            kind = _kind(name)
         if kind:
             self.special.append((kind, value))
 
