@@ -6,10 +6,13 @@ Two workloads, each measured the same way for every parser (best of
 
 * ``head``: a typical browser GET with 11 header fields, parsed into a request
   object with its framing decided (prefork: ``parse_head`` and the body
-  reader; Gunicorn: ``gunicorn.http.message.Request``; httptools: a
-  ``HttpRequestParser`` collecting the URL and the fields).
+  reader; prefork-httptools: the same with ``--http-parser httptools``, which
+  is what a worker pays then; Gunicorn: ``gunicorn.http.message.Request``;
+  httptools: a bare ``HttpRequestParser`` collecting the URL and the fields as
+  bytes, deciding nothing).
 * ``chunked``: a 1 MiB chunked request body in 16 KiB chunks, arriving in
-  64 KiB reads, decoded to its payload.
+  64 KiB reads, decoded to its payload. prefork-httptools reads bodies with
+  prefork's own reader, so it has no row of its own here.
 
 Gunicorn and httptools are not prefork dependencies; install them in a
 separate environment:
@@ -80,6 +83,23 @@ def prefork_chunked() -> bytes:
     out = [body.feed(piece) for piece in READS]
     assert body.done
     return b"".join(out)
+
+
+# --- prefork with --http-parser httptools: the head through llhttp
+
+
+def prefork_httptools_parsers() -> tuple[Callable[[], object], Callable[[], bytes] | None] | None:
+    try:
+        from prefork.http.llhttp import parse_head as llhttp_parse_head
+    except ImportError:
+        return None
+
+    def head() -> object:
+        req, used = llhttp_parse_head(HEAD, LIMITS)  # type: ignore[misc]
+        LengthBody(req.content_length)
+        return req
+
+    return head, None
 
 
 # --- Gunicorn's Python parser
@@ -169,15 +189,21 @@ def main() -> None:
     args = parser.parse_args()
 
     assert prefork_chunked() == PAYLOAD
-    contenders: dict[str, tuple[Callable[[], object], Callable[[], bytes]]] = {
+    contenders: dict[str, tuple[Callable[[], object], Callable[[], bytes] | None]] = {
         "prefork": (prefork_head, prefork_chunked),
     }
-    for name, factory in (("gunicorn", gunicorn_parsers), ("httptools", httptools_parsers)):
+    factories = (
+        ("prefork-httptools", prefork_httptools_parsers),
+        ("gunicorn", gunicorn_parsers),
+        ("httptools", httptools_parsers),
+    )
+    for name, factory in factories:
         parsers = factory()
         if parsers is None:
             print(f"({name} is not installed: skipped)")
             continue
-        assert parsers[1]() == PAYLOAD, name
+        chunked = parsers[1]
+        assert chunked is None or chunked() == PAYLOAD, name
         contenders[name] = parsers
 
     workloads = [
@@ -186,12 +212,13 @@ def main() -> None:
     ]
     print(f"Python {sys.version.split()[0]}; best of {args.repeat} runs; lower is better")
     for title, index, number, unit_scale, unit in workloads:
-        times = {name: best(funcs[index], number, args.repeat) for name, funcs in contenders.items()}
+        times = {name: best(func, number, args.repeat)
+                 for name, funcs in contenders.items() if (func := funcs[index]) is not None}
         print(f"\n{title}")
-        print(f"  {'parser':<10} {'time/op':>12} {'prefork speed-up':>18}")
+        print(f"  {'parser':<18} {'time/op':>12} {'prefork speed-up':>18}")
         for name, seconds in times.items():
             ratio = seconds / times["prefork"]
-            print(f"  {name:<10} {seconds * unit_scale:>9.2f} {unit:<2} {ratio:>17.2f}×")
+            print(f"  {name:<18} {seconds * unit_scale:>9.2f} {unit:<2} {ratio:>17.2f}×")
 
 
 if __name__ == "__main__":

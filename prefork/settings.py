@@ -99,6 +99,20 @@ def choice(*options: str) -> Callable[[Any], str]:
     return validate
 
 
+HTTP_PARSERS = ("python", "httptools")
+
+
+def http_parser(value: Any) -> str:
+    """``python`` or ``httptools``; the latter only if httptools can be imported."""
+    name = choice(*HTTP_PARSERS)(value)
+    if name == "httptools":
+        try:
+            import httptools  # noqa: F401
+        except ImportError:
+            raise ValueError("httptools is not installed: pip install 'prefork[httptools]'") from None
+    return name
+
+
 def string_list(value: Any) -> list[str]:
     if isinstance(value, str):
         return [value]
@@ -586,6 +600,14 @@ SETTINGS: list[Setting] = [
        request with ``400``, ``dangerous`` passes them on (both spellings are then joined
        with a comma).""",
        example="--header-map refuse", metavar="drop|refuse|dangerous"),
+    _s("http_parser", "HTTP protocol", ("--http-parser",), http_parser, "python",
+       """Which parser reads request heads. ``python`` (the default) is prefork's own
+       pure-Python parser. ``httptools`` has the header section checked by llhttp, the C
+       parser of Node.js, through the optional ``httptools`` package (``pip install
+       'prefork[httptools]'``), and keeps every other rule, limit and error of the default
+       parser; it is slightly stricter (see ``docs/http.md``). Request bodies are read the
+       same way with either.""",
+       example="--http-parser httptools", metavar="python|httptools"),
     # ----- end of HTTP protocol settings -----
 
     # ----- Process supervision: signals, recycling, hooks, process settings -----

@@ -305,6 +305,20 @@ def test_check_config_exit_codes(tmp_path):
     assert no_app.returncode == 1 and "missing APP_MODULE" in no_app.stderr
 
 
+
+def test_http_parser_httptools_without_httptools_fails_at_start(tmp_path):
+    (tmp_path / "httptools.py").write_text("raise ImportError('No module named httptools')\n")
+    hide = {"PYTHONPATH": str(tmp_path)}  # shadows an installed httptools
+    expected = ("prefork: error: --http-parser: httptools is not installed: "
+                "pip install 'prefork[httptools]'\n")
+    for args in (("--check-config",), ("-b", "127.0.0.1:0")):
+        proc = run_prefork(*args, "--http-parser", "httptools", "basic:hello", env=hide)
+        assert proc.returncode != 0
+        assert proc.stderr == expected
+    bad = run_prefork("--check-config", "--http-parser", "llhttp", "basic:hello")
+    assert bad.returncode == 1 and "expected one of python, httptools" in bad.stderr
+
+
 # --- the generated documentation
 
 

@@ -4,6 +4,7 @@ must be refused with. Smuggling vectors (CL.TE, TE.CL, obfuscated
 Transfer-Encoding, duplicate framing fields) are among them."""
 
 import pytest
+from head_parsers import LLHTTP_STRICTER, PARSERS, llhttp_parse_head
 
 from prefork.http.body import MAX_CHUNK_LINE, ChunkedBody, LengthBody
 from prefork.http.errors import HTTPError
@@ -12,9 +13,9 @@ from prefork.http.request import Limits, parse_head
 MORE = "need more data"
 
 
-def message(raw, limits):
+def message(raw, limits, parse=parse_head):
     """Parse a whole message: head, then body up to the end of ``raw``."""
-    parsed = parse_head(raw, limits)
+    parsed = parse(raw, limits)
     if parsed is None:
         return MORE
     req, used = parsed
@@ -30,9 +31,9 @@ def message(raw, limits):
     }
 
 
-def outcome(raw, limits=None):
+def outcome(raw, limits=None, parse=parse_head):
     try:
-        return message(raw, limits or Limits())
+        return message(raw, limits or Limits(), parse)
     except HTTPError as exc:
         return exc.status
 
@@ -418,7 +419,7 @@ def _cases():
     for case in CASES:
         name, raw, expected = case[:3]
         limits = case[3] if len(case) > 3 else {}
-        yield pytest.param(raw, expected, limits, id=name)
+        yield pytest.param(name, raw, expected, limits, id=name)
 
 
 def test_there_are_enough_cases():
@@ -426,9 +427,12 @@ def test_there_are_enough_cases():
     assert len({case[0] for case in CASES}) == len(CASES)
 
 
-@pytest.mark.parametrize("raw, expected, limits", list(_cases()))
-def test_parse(raw, expected, limits):
-    result = outcome(raw, Limits(**limits))
+@pytest.mark.parametrize("parse", PARSERS)
+@pytest.mark.parametrize("name, raw, expected, limits", list(_cases()))
+def test_parse(parse, name, raw, expected, limits):
+    if parse is llhttp_parse_head and name in LLHTTP_STRICTER:
+        expected = 400
+    result = outcome(raw, Limits(**limits), parse)
     if isinstance(expected, dict):
         assert isinstance(result, dict), f"expected a request, got {result!r}"
         assert {key: result[key] for key in expected} == expected
@@ -441,9 +445,14 @@ def test_limits_reject_bad_header_map():
         Limits(header_map="maybe")
 
 
-def test_head_is_bounded_when_every_limit_is_off():
+def test_llhttp_stricter_cases_exist():
+    assert LLHTTP_STRICTER <= {case[0] for case in CASES}
+
+
+@pytest.mark.parametrize("parse", PARSERS)
+def test_head_is_bounded_when_every_limit_is_off(parse):
     limits = Limits(request_line=0, fields=0, field_size=0)
     assert limits.max_head < 4 << 20
     with pytest.raises(HTTPError) as info:
-        parse_head(b"GET / HTTP/1.1\r\n" + b"X: y\r\n" * 400000, limits)
+        parse(b"GET / HTTP/1.1\r\n" + b"X: y\r\n" * 400000, limits)
     assert info.value.status == 431

@@ -2,11 +2,13 @@
 parses the same however it is split, and no input ever produces anything but
 a request, "need more data", or a typed ``HTTPError``."""
 
+import pytest
+from head_parsers import LLHTTP_REFUSED, PARSERS, llhttp_parse_head
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from prefork.http.body import ChunkedBody, LengthBody
-from prefork.http.errors import HTTPError
+from prefork.http.errors import BadRequest, HTTPError
 from prefork.http.request import FORBIDDEN_TRAILERS, Limits, Request, parse_head
 
 LIMITS = Limits()
@@ -76,14 +78,14 @@ def requests(draw):
     return raw, expected
 
 
-def parse_in_pieces(data, cuts):
+def parse_in_pieces(data, cuts, parse=parse_head):
     """Feed ``data`` cut at ``cuts`` the way a worker would; return what was parsed."""
     pieces = [data[a:b] for a, b in zip([0, *cuts], [*cuts, len(data)], strict=True)]
     buf = b""
     req = None
     while pieces and req is None:
         buf += pieces.pop(0)
-        parsed = parse_head(buf, LIMITS)
+        parsed = parse(buf, LIMITS)
         if parsed is not None:
             req, used = parsed
             buf = buf[used:]
@@ -101,24 +103,25 @@ def parse_in_pieces(data, cuts):
     }
 
 
+@pytest.mark.parametrize("parse", PARSERS)
 @SETTINGS
 @given(requests(), st.data())
-def test_any_split_parses_identically(request, data):
+def test_any_split_parses_identically(parse, request, data):
     raw, expected = request
     second = b"GET /next HTTP/1.1\r\nHost: x\r\n\r\n"
     stream = raw + second  # a pipelined request must end up in leftover, untouched
-    whole = parse_in_pieces(stream, [])
+    whole = parse_in_pieces(stream, [], parse)
     cuts = sorted(set(data.draw(st.lists(st.integers(1, len(stream) - 1), max_size=6))))
-    assert parse_in_pieces(stream, cuts) == whole
-    assert parse_in_pieces(stream, list(range(1, len(stream)))) == whole  # byte by byte
+    assert parse_in_pieces(stream, cuts, parse) == whole
+    assert parse_in_pieces(stream, list(range(1, len(stream))), parse) == whole  # byte by byte
     assert whole["leftover"] == second
     del whole["leftover"]
     assert whole == expected
 
 
-def outcome(data):
+def outcome(data, parse=parse_head):
     try:
-        parsed = parse_head(data, LIMITS)
+        parsed = parse(data, LIMITS)
     except HTTPError as exc:
         assert 400 <= exc.status < 600
         return exc.status
@@ -151,10 +154,35 @@ def mutated_requests(draw):
     return raw
 
 
+@pytest.mark.parametrize("parse", PARSERS)
 @SETTINGS
 @given(st.one_of(st.binary(max_size=300), mutated_requests()))
-def test_any_bytes_give_a_request_more_data_or_a_typed_error(data):
-    outcome(data)
+def test_any_bytes_give_a_request_more_data_or_a_typed_error(parse, data):
+    outcome(data, parse)
+
+
+def verdict(parse, data):
+    """What a head parser makes of ``data``, comparable across parsers."""
+    try:
+        parsed = parse(data, LIMITS)
+    except HTTPError as exc:
+        return type(exc), exc.detail
+    if parsed is None:
+        return None
+    req, used = parsed
+    return used, {name: getattr(req, name) for name in Request.__slots__}
+
+
+@pytest.mark.skipif(llhttp_parse_head is None, reason="httptools is not installed")
+@SETTINGS
+@given(st.one_of(st.binary(max_size=300), mutated_requests(), requests().map(lambda r: r[0])))
+def test_httptools_parser_agrees_with_python(data):
+    """The same request, or the same error and message; where llhttp alone
+    refuses, a 400 that says so."""
+    python, llhttp = verdict(parse_head, data), verdict(llhttp_parse_head, data)
+    if python != llhttp:
+        assert isinstance(python, tuple) and isinstance(python[1], dict), (python, llhttp)
+        assert llhttp[0] is BadRequest and llhttp[1].startswith(LLHTTP_REFUSED), (python, llhttp)
 
 
 @SETTINGS

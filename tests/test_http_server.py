@@ -5,7 +5,9 @@ HEAD/1xx/204/304 and of bodies that disagree with their Content-Length,
 sendfile, slow clients, smuggling attempts, limits and the sync worker's
 keep-alive policy (it never makes a waiting client wait for an idle one)."""
 
+import importlib.util
 import os
+import re
 import signal
 import socket
 import threading
@@ -689,3 +691,50 @@ def test_keep_alive_yields_across_several_listeners(tmp_path):
                 assert b.request(get("/hello")).body == b"hello"
             assert time.monotonic() - started < 2
             assert a.closed_by_server(timeout=1)
+
+
+# --- --http-parser httptools: the same server with llhttp checking the heads
+
+needs_httptools = pytest.mark.skipif(
+    importlib.util.find_spec("httptools") is None, reason="httptools is not installed")
+
+
+@pytest.fixture(scope="module")
+def llhttp_server():
+    with serve("http_apps:router", 1, cwd=APPS, loglevel="debug", http_parser="httptools") as s:
+        yield s
+
+
+@needs_httptools
+def test_httptools_parser_serves_get_and_chunked_post(llhttp_server):
+    with Conn(llhttp_server.port) as c:
+        resp = c.request(get("/hello"))
+        assert (resp.status, resp.body) == (200, b"hello")
+        c.send(b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+               + chunked([b"hello ", b"world"]))
+        resp = c.read_response()
+        assert (resp.status, resp.body) == (200, b"hello world")
+        assert c.request(get("/hello")).status == 200  # the connection was kept
+
+
+@needs_httptools
+@pytest.mark.parametrize("data, status, detail", [
+    (b"GET / HTTP/1.1\r\nHost: x\r\nX: a\r\n b\r\n\r\n", 400, "obsolete line folding"),
+    (b"GET / HTTP/1.1\r\nHost: x\r\nHost: y\r\n\r\n", 400, "more than one Host field"),
+    (b"GET / HTTP/2.0\r\nHost: x\r\n\r\n", 505, "HTTP/2.0 is not supported"),
+    (b"GET / HTTP/1.1\r\nHost: x\r\n" + b"X-A: b\r\n" * 101 + b"\r\n", 431, "more than 100"),
+    # Valid, but llhttp refuses it: answered 400 by the httptools parser only.
+    (b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\t\r\n\r\n0\r\n\r\n", 400,
+     "header section refused by llhttp"),
+])
+def test_httptools_parser_refuses_bad_requests(llhttp_server, data, status, detail):
+    start = len(llhttp_server.log_text())
+    with Conn(llhttp_server.port) as c:
+        c.send(data)
+        resp = c.read_response()
+        assert resp.status == status
+        assert resp.header("Connection") == "close"
+        assert c.closed_by_server()
+    llhttp_server.wait_for_log(r"rejected request from 127\.0\.0\.1:\d+: %d .*%s"
+                               % (status, re.escape(detail)), start=start)
+    assert "Traceback" not in llhttp_server.log_text()[start:]

@@ -223,12 +223,32 @@ def _kind(name: str) -> int:
 
 
 def _build(head: str, limits: Limits) -> Request:
+    line_len = _line_length(head, limits)
+    method, target, version = _request_line(head)
+    fields, special = _parse_fields(head, line_len + 2, limits)
+    return _finish(method, target, version, fields, special, head[:line_len], limits)
+
+
+def _line_length(head: str, limits: Limits) -> int:
+    """The length of the request line that starts ``head``, within its limit."""
     line_len = head.find("\r\n")
     if limits.request_line and line_len > limits.request_line:
         raise URITooLong(f"request line is {line_len} bytes, limit {limits.request_line}")
-    method, target, version = _request_line(head)
-    fields, special = _parse_fields(head, line_len + 2, limits)
+    return line_len
 
+
+def _finish(
+    method: str,
+    target: str,
+    version: str,
+    fields: list[tuple[str, str]],
+    special: list[tuple[int, str]],
+    line: str,
+    limits: Limits,
+) -> Request:
+    """The request from a valid request line and field block: framing
+    (RFC 9112 §6.3), Host, persistence, expectation and ``header_map``.
+    Shared by every head parser, so they all decide these the same way."""
     host = cl_value = expect = None
     te_value = connection = ""
     underscore = False
@@ -284,7 +304,7 @@ def _build(head: str, limits: Limits) -> Request:
 
     return Request(
         method, target, path, query, version, headers, host,
-        content_length, chunked, keep_alive, expect_continue, head[:line_len],
+        content_length, chunked, keep_alive, expect_continue, line,
     )
 
 
@@ -329,13 +349,22 @@ def _parse_fields(
         return [], []
     if grammar.FIELD_BLOCK.fullmatch(head, pos) is None:
         raise _diagnose_block(head[pos:], limits)
+    fields, special = split_fields(head[pos:-2])
+    check_field_limits(fields, len(head) - pos, limits)
+    return fields, special
+
+
+def split_fields(block: str) -> tuple[list[tuple[str, str]], list[tuple[int, str]]]:
+    """Cut a header block already found valid (field lines joined by CRLF,
+    without the last CRLF) into every (name, value), and (kind, value) for
+    the fields the parser acts on."""
     # The block is valid, so every line is token ":" value: the first colon
     # ends the name, and stripping OWS leaves the value (RFC 9112 §5).
     # A split and a short loop beat a regex findall here by a wide margin.
     fields = []
     special = []
     kinds = _name_kinds
-    for line in head[pos:-2].split("\r\n"):
+    for line in block.split("\r\n"):
         name, _, value = line.partition(":")
         value = value.strip(" \t")
         fields.append((name, value))
@@ -344,14 +373,19 @@ def _parse_fields(
             kind = _kind(name)
         if kind:
             special.append((kind, value))
+    return fields, special
+
+
+def check_field_limits(fields: list[tuple[str, str]], block_size: int, limits: Limits) -> None:
+    """Enforce the field count and field size limits on a parsed block of
+    ``block_size`` bytes (with the CRLF of its last line)."""
     if limits.fields and len(fields) > limits.fields:
         raise HeaderFieldsTooLarge(f"more than {limits.fields} header fields")
     size = limits.field_size
-    if size and len(head) - pos > size + 2:  # else no field can be too large
+    if size and block_size > size + 2:  # else no field can be too large
         for name, value in fields:
             if len(name) + len(value) + 2 > size:
                 raise HeaderFieldsTooLarge(f"header field {name[:40]!r} is over {size} bytes")
-    return fields, special
 
 
 def _diagnose_block(block: str, limits: Limits) -> HTTPError:

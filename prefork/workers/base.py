@@ -21,6 +21,7 @@ from typing import Any
 from .. import SERVER_SOFTWARE
 from ..app import AppNotFound, load_app, prepare_path
 from ..heartbeat import IDLE, STOPPING, HeartbeatSlot, beat_interval
+from ..http import head_parser
 from ..http.request import Limits
 from ..listener import Listener, own_listeners
 from ..logs import Logger
@@ -90,6 +91,8 @@ class Worker:
             body=cfg.limit_request_body,
             header_map=cfg.header_map,
         )
+        # Chosen once here, so that reading a request never branches on it.
+        self.parse_head = head_parser(cfg.http_parser)
         self.server_lines = f"Server: {SERVER_SOFTWARE}\r\n"
         self.ssl_context: Any = None  # set by the master when TLS is on
 

@@ -32,7 +32,7 @@ from .. import SERVER_SOFTWARE
 from ..http import response as http_response
 from ..http.body import ChunkedBody, LengthBody
 from ..http.errors import HTTPError, IncompleteBody, RequestTimeout
-from ..http.request import Request, parse_head
+from ..http.request import Request
 from ..http.response import InvalidResponse
 from ..listener import Listener, needs_poll
 from ..wsgi import (
@@ -390,7 +390,7 @@ class SyncWorker(Worker):
             except BlockingIOError:  # nothing for a beat interval
                 pass
         if buf:
-            parsed = parse_head(buf, self.limits)
+            parsed = self.parse_head(buf, self.limits)
             if parsed is not None:
                 req, used = parsed
                 return req, buf[used:]
@@ -401,6 +401,7 @@ class SyncWorker(Worker):
         deadline = time.monotonic() + timeout
         beat = self.slot.beat
         limits = self.limits
+        parse_head = self.parse_head
         buf = bytearray(first)  # appends in amortised constant time
         line_ended = b"\n" in first
         while True:
