@@ -10,6 +10,7 @@ import pytest
 from conftest import APPS
 from rawhttp import Conn, get, post
 
+from prefork.listener import DEFER_ACCEPT
 from prefork.sockets import tune_listener
 from prefork.testing import serve
 
@@ -64,9 +65,23 @@ def test_tcp_listeners_get_nodelay_and_unix_ones_are_left_alone(tmp_path):
         tune_listener(tcp)
         tune_listener(unix)
         assert tcp.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+        if DEFER_ACCEPT is not None:
+            assert tcp.getsockopt(socket.IPPROTO_TCP, DEFER_ACCEPT)
     finally:
         tcp.close()
         unix.close()
+
+
+@pytest.mark.skipif(DEFER_ACCEPT is None, reason="TCP_DEFER_ACCEPT is Linux's")
+def test_a_client_that_connects_and_says_nothing_does_not_hold_the_only_worker():
+    # Without TCP_DEFER_ACCEPT the worker would accept the silent connection
+    # and wait for its request until the 10 s read deadline.
+    with serve("http_apps:router", 1, cwd=APPS, timeout=10) as s:
+        with socket.create_connection(("127.0.0.1", s.port), timeout=20):
+            started = time.monotonic()
+            with Conn(s.port) as c:
+                assert c.request(get("/hello")).body == b"hello"
+            assert time.monotonic() - started < 5
 
 
 def _most_at_once(intervals):
