@@ -65,8 +65,7 @@ def _bind_tcp(address: Address, backlog: int) -> Listener:
         sock.listen(backlog)
     except OSError as exc:
         sock.close()
-        hint = " (is another server running there?)" if exc.errno == errno.EADDRINUSE else ""
-        raise BindError(f"cannot listen on {address}: {exc.strerror}{hint}") from None
+        raise _bind_error(address, exc) from None
     sock.set_inheritable(True)
     return Listener(sock, address)
 
@@ -98,10 +97,14 @@ def _reserve_tcp(address: Address) -> Listener:
             sock.bind(sockaddr)
     except OSError as exc:
         sock.close()
-        hint = " (is another server running there?)" if exc.errno == errno.EADDRINUSE else ""
-        raise BindError(f"cannot listen on {address}: {exc.strerror}{hint}") from None
+        raise _bind_error(address, exc) from None
     sock.set_inheritable(True)
     return Listener(sock, address, per_worker=True)
+
+
+def _bind_error(address: Address, exc: OSError) -> BindError:
+    hint = " (is another server running there?)" if exc.errno == errno.EADDRINUSE else ""
+    return BindError(f"cannot listen on {address}: {exc.strerror}{hint}")
 
 
 def _bind_unix(address: Address, backlog: int) -> Listener:

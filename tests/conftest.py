@@ -1,6 +1,8 @@
 import os
+import signal
 import socket
 import sys
+import threading
 import time
 
 import pytest
@@ -84,3 +86,47 @@ def alive(pid):
             return not f.read().rsplit(") ", 1)[1].startswith("Z")
     except OSError:
         return False
+
+
+def sleeping(pid):
+    """Whether process ``pid`` is inside a sleep (the sleepy test app's time.sleep)."""
+    try:
+        with open(f"/proc/{pid}/wchan") as f:
+            wchan = f.read()
+    except OSError:
+        return False
+    return "hrtimer" in wchan or "nanosleep" in wchan
+
+
+def a_worker_sleeps(server):
+    """Whether one of the server's workers is inside the application's sleep."""
+    return any(sleeping(pid) for pid in server.worker_pids())
+
+
+def term_during_request(server, seconds):
+    """GET basic:sleepy for ``seconds``, SIGTERM the master while a worker serves
+    it, check the master exits 0; return the response."""
+    result = {}
+
+    def client():
+        result["response"] = requests.get(f"{server.url}/?{seconds}", timeout=15)
+
+    thread = threading.Thread(target=client)
+    thread.start()
+    assert wait_until(lambda: a_worker_sleeps(server), 5)
+    server.send_signal(signal.SIGTERM)
+    assert server.proc.wait(15) == 0
+    thread.join(15)
+    return result["response"]
+
+
+def unix_get(path):
+    """GET / over the unix socket at ``path`` (HTTP/1.0); every byte of the answer."""
+    with socket.socket(socket.AF_UNIX) as s:
+        s.settimeout(5)
+        s.connect(str(path))
+        s.sendall(b"GET / HTTP/1.0\r\n\r\n")
+        data = b""
+        while chunk := s.recv(4096):
+            data += chunk
+    return data

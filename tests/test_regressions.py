@@ -10,7 +10,7 @@ import time
 
 import pytest
 import requests
-from conftest import APPS, alive, raw_request, wait_until
+from conftest import APPS, a_worker_sleeps, alive, raw_request, unix_get, wait_until
 
 from prefork.testing import child_pids
 
@@ -22,25 +22,12 @@ def test_request_in_flight_when_shutdown_delay_ends_completes(test_app):
     result = {}
     thread = threading.Thread(target=lambda: result.update(r=requests.get(server.url + "/?2", timeout=15)))
     thread.start()
-    assert wait_until(lambda: _sleeping(server), 5)  # the request is being served
+    assert wait_until(lambda: a_worker_sleeps(server), 5)  # the request is being served
     server.send_signal(signal.SIGTERM)
     assert server.proc.wait(15) == 0
     thread.join(15)
     assert result["r"].status_code == 200
     assert "did not stop in time" not in server.log_text()
-
-
-def _sleeping(server):
-    """A worker is inside the application's time.sleep."""
-    for pid in server.worker_pids():
-        try:
-            with open(f"/proc/{pid}/wchan") as f:
-                wchan = f.read()
-        except OSError:
-            continue
-        if "nanosleep" in wchan or "hrtimer" in wchan:
-            return True
-    return False
 
 
 def test_boot_failure_with_slow_worker_exit_hook_still_stops(tmp_path):
@@ -161,13 +148,7 @@ def test_upgrade_rollback_keeps_the_old_master_serving(test_app, tmp_path):
     server.wait_for_log("Upgrade failed", timeout=20)
     assert path.exists()
     old_workers = [p for p in child_pids(server.master_pid) if p != new_master]
-    with socket.socket(socket.AF_UNIX) as s:
-        s.settimeout(5)
-        s.connect(str(path))
-        s.sendall(b"GET / HTTP/1.0\r\n\r\n")
-        data = b""
-        while chunk := s.recv(4096):
-            data += chunk
+    data = unix_get(path)
     assert data.startswith(b"HTTP/1.1 200")
     assert int(data.rsplit(b"\r\n\r\n", 1)[1]) in old_workers
     # the old workers are not spinning on a socket someone made non-blocking

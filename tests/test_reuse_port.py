@@ -8,12 +8,11 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 
 import pytest
 import requests
-from conftest import APPS, alive, wait_until
+from conftest import APPS, a_worker_sleeps, alive, term_during_request, unix_get, wait_until
 from rawhttp import Conn, get
 
 from prefork.testing import child_pids
@@ -113,28 +112,9 @@ def test_master_reservation_takes_no_connection(test_app):
 
 def test_term_completes_the_request_in_flight(test_app):
     server = start(test_app, app="basic:sleepy", workers=2, graceful_timeout=10)
-    result = {}
-
-    def client():
-        result["response"] = requests.get(server.url + "/?1.5", timeout=15)
-
-    thread = threading.Thread(target=client)
-    thread.start()
-    assert wait_until(lambda: any(_sleeping(pid) for pid in server.worker_pids()), 5)
-    server.send_signal(signal.SIGTERM)
-    assert server.proc.wait(15) == 0
-    thread.join(15)
-    assert result["response"].status_code == 200
-    assert result["response"].text == "slept 1.5"
-
-
-def _sleeping(pid):
-    try:
-        with open(f"/proc/{pid}/wchan") as f:
-            wchan = f.read()
-    except OSError:
-        return False
-    return "hrtimer" in wchan or "nanosleep" in wchan
+    response = term_during_request(server, 1.5)
+    assert response.status_code == 200
+    assert response.text == "slept 1.5"
 
 
 def test_hup_reload_gives_new_workers_their_own_sockets(test_app):
@@ -183,14 +163,7 @@ def test_unix_socket_is_shared_with_a_warning(test_app, tmp_path):
     server.wait_for_log(r"WARNING\] --reuse-port does not apply to unix:%s \(a unix socket\): "
                         r"the workers share it" % path)
     assert server.log_text().count("--reuse-port does not apply") == 1
-    with socket.socket(socket.AF_UNIX) as s:
-        s.settimeout(5)
-        s.connect(str(path))
-        s.sendall(b"GET / HTTP/1.0\r\n\r\n")
-        data = b""
-        while chunk := s.recv(4096):
-            data += chunk
-    assert data.startswith(b"HTTP/1.1 200 OK")
+    assert unix_get(path).startswith(b"HTTP/1.1 200 OK")
     # The TCP address of the same server still gets a socket per worker.
     match = server.wait_for_log(r"Listening at: http://127\.0\.0\.1:(\d+) \(\d+, bound, a socket per worker\)")
     assert wait_until(lambda: len(listening_inodes(int(match.group(1)))) == 2, 5)
@@ -308,7 +281,7 @@ def test_keep_alive_looks_at_the_workers_own_queue(test_app):
         assert first.body == b"hello" and first.header("Connection") != "close"
         assert a.request(get("/hello")).body == b"hello"  # the same connection, kept
         a.send(get("/sleep_briefly?s=0.5"))  # the worker is busy with a…
-        assert wait_until(lambda: any(_sleeping(pid) for pid in server.worker_pids()), 5)
+        assert wait_until(lambda: a_worker_sleeps(server), 5)
         with Conn(server.port) as b:  # …while b waits in its listen queue
             b.send(get("/hello"))
             assert a.read_response().header("Connection") == "close"

@@ -10,7 +10,7 @@ import time
 
 import pytest
 import requests
-from conftest import APPS, ROOT, alive, raw_request, wait_until
+from conftest import APPS, ROOT, alive, raw_request, term_during_request, wait_until
 
 from prefork.testing import child_pids
 
@@ -94,30 +94,10 @@ def test_stuck_request_is_killed_after_timeout(test_app):
 
 def test_sigterm_waits_for_request_in_flight(test_app):
     server = test_app("basic:sleepy", workers=2, graceful_timeout=10)
-    result = {}
-
-    def client():
-        result["response"] = requests.get(server.url + "/?2", timeout=15)
-
-    thread = threading.Thread(target=client)
-    thread.start()
-    # wait until a worker is busy with the request before signalling
-    assert wait_until(lambda: any(_busy(pid) for pid in server.worker_pids()), 5)
-    server.send_signal(signal.SIGTERM)
-    assert server.proc.wait(15) == 0
-    thread.join(15)
-    assert result["response"].status_code == 200
-    assert result["response"].text == "slept 2.0"
+    response = term_during_request(server, 2)
+    assert response.status_code == 200
+    assert response.text == "slept 2.0"
     assert child_pids(server.master_pid) == []
-
-
-def _busy(pid):
-    try:
-        with open(f"/proc/{pid}/wchan") as f:
-            wchan = f.read()
-    except OSError:
-        return False
-    return "hrtimer" in wchan or "nanosleep" in wchan
 
 
 def test_idle_workers_stop_promptly_on_sigterm(hello):
