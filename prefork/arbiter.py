@@ -99,6 +99,15 @@ class WorkerRecord:
         return self.worker.age
 
 
+def _migrate_req() -> str:
+    """The sysctl net.ipv4.tcp_migrate_req (Linux 5.14+), or "" if unknown."""
+    try:
+        with open("/proc/sys/net/ipv4/tcp_migrate_req") as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
 class Arbiter:
     """The master process: ``Arbiter(cfg, log).run()`` serves until stopped."""
 
@@ -258,6 +267,10 @@ class Arbiter:
         if reasons:
             self.log.warning("--reuse-port does not apply to %s: the workers share %s",
                              ", ".join(reasons), "it" if len(reasons) == 1 else "them")
+        if any(listener.per_worker for listener in self.listeners) and _migrate_req() != "1":
+            self.log.warning("--reuse-port: net.ipv4.tcp_migrate_req is not 1, so connections "
+                             "waiting for a worker that stops, crashes or times out are reset "
+                             "(docs/deploy/scaling.md)")
 
     def _set_listener_timeouts(self) -> None:
         """How long a worker's accept(), read or write waits before it beats

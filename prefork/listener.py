@@ -64,7 +64,7 @@ def _inode(path: str) -> int | None:
 DEFER_ACCEPT: int | None = getattr(socket, "TCP_DEFER_ACCEPT", None)
 
 
-def tune_listener(sock: socket.socket) -> None:
+def tune_listener(sock: socket.socket, defer_accept: bool = True) -> None:
     """Options set on every TCP listener; Linux and the BSDs copy them to
     each accepted connection, so they cost nothing per connection.
 
@@ -77,14 +77,16 @@ def tune_listener(sock: socket.socket) -> None:
     TCP_DEFER_ACCEPT (Linux): a connection enters the accept queue only once
     the client's first bytes have arrived, so a worker never accepts a
     connection and then waits for its request, and a client that connects
-    and sends nothing never holds a sync worker (the kernel accepts it after
-    about a second if it stays silent). 2-11 % more requests/s with wrk
-    (docs/performance.md). HTTP, TLS and the PROXY protocol all have the
-    client speak first.
+    and sends nothing does not hold a sync worker for its first second or so
+    (then the kernel hands it over, and the read deadline applies). 0-11 %
+    more requests/s with wrk (docs/performance.md). HTTP, TLS and the PROXY
+    protocol all have the client speak first. Not on a worker's own
+    --reuse-port socket (``defer_accept`` false): connections it holds back
+    are invisible to the drain before that socket closes, and would be reset.
     """
     if sock.family in (socket.AF_INET, socket.AF_INET6):
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        if DEFER_ACCEPT is not None:
+        if DEFER_ACCEPT is not None and defer_accept:
             sock.setsockopt(socket.IPPROTO_TCP, DEFER_ACCEPT, 1)
 
 
@@ -95,13 +97,16 @@ _TIMEOUTS = (socket.SO_RCVTIMEO, socket.SO_SNDTIMEO)
 _TIMEVAL_SIZE = struct.calcsize("@ll")
 
 
-def own_listeners(listeners: list[Listener], backlog: int) -> list[Listener]:
-    """In a worker: its own listening socket for each per-worker listener.
+def own_listeners(listeners: list[Listener]) -> list[Listener]:
+    """In a worker: its own socket for each per-worker listener, bound to the
+    reservation's address but not listening yet (``start_listening``).
 
     Called before the worker drops privileges: the kernel lets a socket join
     an ``SO_REUSEPORT`` group only if it belongs to the same user as the
-    sockets already in it, and a port below 1024 may need root. The worker's
-    copy of the reservation is closed; the master keeps its own.
+    sockets already in it, and a port below 1024 may need root. Until it
+    listens, after the application has loaded, the socket takes no
+    connections: none wait on a worker that is still loading or fails to.
+    The worker's copy of the reservation is closed; the master keeps its own.
     """
     result = []
     for listener in listeners:
@@ -109,20 +114,12 @@ def own_listeners(listeners: list[Listener], backlog: int) -> list[Listener]:
             result.append(listener)
             continue
         reservation = listener.sock
-        sock = socket.socket(reservation.family, socket.SOCK_STREAM)
+        sock = bind_beside(reservation)
         try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-            if reservation.family == socket.AF_INET6:
-                v6only = reservation.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY)
-                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, v6only)
-            tune_listener(sock)
+            tune_listener(sock, defer_accept=False)
             for option in _TIMEOUTS:
                 value = reservation.getsockopt(socket.SOL_SOCKET, option, _TIMEVAL_SIZE)
                 sock.setsockopt(socket.SOL_SOCKET, option, value)
-            # The reservation's own address: the port it got for port 0.
-            sock.bind(reservation.getsockname())
-            sock.listen(backlog)
             sock.setblocking(reservation.getblocking())
         except OSError:
             sock.close()
@@ -130,6 +127,30 @@ def own_listeners(listeners: list[Listener], backlog: int) -> list[Listener]:
         reservation.close()
         result.append(Listener(sock, listener.address, per_worker=True))
     return result
+
+
+def bind_beside(reservation: socket.socket) -> socket.socket:
+    """A new socket bound with SO_REUSEPORT to a --reuse-port reservation's
+    address (the port it got for port 0), not listening yet."""
+    sock = socket.socket(reservation.family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if reservation.family == socket.AF_INET6:
+            v6only = reservation.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY)
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, v6only)
+        sock.bind(reservation.getsockname())
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def start_listening(listeners: list[Listener], backlog: int) -> None:
+    """In a worker whose application has loaded: listen on its own sockets."""
+    for listener in listeners:
+        if listener.per_worker:
+            listener.sock.listen(backlog)
 
 
 def needs_poll(listeners: list[Listener]) -> bool:

@@ -6,6 +6,7 @@
 # docs/settings.md are all derived from this table.
 from __future__ import annotations
 
+import itertools
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -100,17 +101,32 @@ def choice(*options: str) -> Callable[[Any], str]:
 
 
 HTTP_PARSERS = ("python", "httptools")
+# Older llhttp accepts obs-fold, empty field names and whitespace before a
+# colon in some heads, which prefork must refuse (request smuggling).
+HTTPTOOLS_MIN = (0, 6, 4)
 
 
 def http_parser(value: Any) -> str:
-    """``python`` or ``httptools``; the latter only if httptools can be imported."""
+    """``python`` or ``httptools``; the latter only if a recent enough httptools imports."""
     name = choice(*HTTP_PARSERS)(value)
     if name == "httptools":
         try:
-            import httptools  # noqa: F401
+            import httptools
         except ImportError:
             raise ValueError("httptools is not installed: pip install 'prefork[httptools]'") from None
+        version = getattr(httptools, "__version__", "0")
+        if _version_tuple(version) < HTTPTOOLS_MIN:
+            raise ValueError(f"httptools {version} is too old (its parser accepts heads prefork "
+                             "refuses): pip install 'httptools>=0.6.4'")
     return name
+
+
+def _version_tuple(version: str) -> tuple[int, ...]:
+    parts = []
+    for part in version.split(".")[:3]:
+        digits = "".join(itertools.takewhile(str.isdigit, part))
+        parts.append(int(digits or 0))
+    return tuple(parts)
 
 
 def string_list(value: Any) -> list[str]:
@@ -847,14 +863,15 @@ SETTINGS: list[Setting] = [
        all bound with ``SO_REUSEPORT``, so that the kernel spreads new connections
        across the workers by a hash of the client's address and port instead of
        handing each to whichever worker waits in ``accept()`` on a shared queue.
-       The master only reserves the address (bound, not listening). Each worker has
-       its own listen queue, so a busy worker's queue can hold connections while
-       another worker is idle; a worker that stops gracefully serves its queue
-       before it closes the socket, but a connection that completes between its
-       last ``accept()`` and the close is reset, and a worker that crashes or is
-       killed loses its whole queue, unless the ``net.ipv4.tcp_migrate_req``
-       sysctl (Linux 5.14 or newer) is 1, which moves queued connections to
-       another worker. Unix sockets, ``fd://`` and systemd-activated sockets, and
+       The master only reserves the address (bound, not listening); a worker
+       listens once its application has loaded. Each worker has its own listen
+       queue, so a busy worker's queue can hold connections while another worker
+       is idle; a worker that stops gracefully serves its queue before it closes
+       the socket, but a connection that arrives between its last ``accept()``
+       and the close, or whose handshake is under way then, is reset, and a
+       worker that crashes or is killed loses its whole queue, unless the
+       ``net.ipv4.tcp_migrate_req`` sysctl (Linux 5.14 or newer) is 1, which
+       moves them to another worker (prefork warns at start when it is not). Unix sockets, ``fd://`` and systemd-activated sockets, and
        sockets inherited already listening keep one shared socket (with a
        warning), as does every address on other systems. See
        ``docs/deploy/scaling.md``.""",

@@ -9,7 +9,7 @@ import socket
 import stat
 from typing import Any
 
-from .listener import Listener, needs_poll, tune_listener
+from .listener import Listener, bind_beside, needs_poll, tune_listener
 from .settings import Address
 
 __all__ = ["BindError", "Listener", "needs_poll", "tune_listener"]
@@ -102,6 +102,24 @@ def _reserve_tcp(address: Address) -> Listener:
     return Listener(sock, address, per_worker=True)
 
 
+def _listen_beside(reservation: socket.socket, address: Address, backlog: int) -> Listener:
+    """A shared listening socket on a --reuse-port reservation's address (it
+    joins the port's SO_REUSEPORT group); our copy of the reservation is closed."""
+    try:
+        sock = bind_beside(reservation)
+    except OSError as exc:
+        reservation.close()
+        raise _bind_error(address, exc) from None
+    reservation.close()
+    try:
+        sock.listen(backlog)
+    except OSError as exc:
+        sock.close()
+        raise _bind_error(address, exc) from None
+    sock.set_inheritable(True)
+    return Listener(sock, address)
+
+
 def _bind_error(address: Address, exc: OSError) -> BindError:
     hint = " (is another server running there?)" if exc.errno == errno.EADDRINUSE else ""
     return BindError(f"cannot listen on {address}: {exc.strerror}{hint}")
@@ -178,7 +196,10 @@ def inherit_listeners(fds: list[int], addresses: list[Address], backlog: int,
     An inherited socket that is bound but not listening is the reservation of
     a master that ran with --reuse-port: with ``reuse_port`` it stays one (the
     old workers' sockets and the new ones share the port during the hand-over),
-    without, it starts listening and its workers share it again."""
+    without, a new socket listening beside it is shared by the workers. Never
+    listen() on the inherited reservation itself: the old master holds the
+    same socket, and would be left with a listening socket nobody accepts
+    from, taking its share of connections, if this master failed."""
     inherited = []
     for fd in fds:
         try:
@@ -195,7 +216,11 @@ def inherit_listeners(fds: list[int], addresses: list[Address], backlog: int,
             inherited.remove(match)
             match.set_inheritable(True)
             owned = address.path if address.kind == "unix" else ""
-            per_worker = reuse_port and _is_reservation(match)
+            reservation = _is_reservation(match)
+            if reservation and not reuse_port:
+                listeners.append(_listen_beside(match, address, backlog))
+                continue
+            per_worker = reservation
             if not per_worker and not match.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
                 try:
                     match.listen(backlog)

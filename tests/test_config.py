@@ -319,6 +319,17 @@ def test_http_parser_httptools_without_httptools_fails_at_start(tmp_path):
     assert bad.returncode == 1 and "expected one of python, httptools" in bad.stderr
 
 
+@pytest.mark.parametrize("version", ["0.6.0", "0.6.1", "0.5.0"])
+def test_http_parser_httptools_too_old_fails_at_start(tmp_path, version):
+    # httptools before 0.6.4 accepts obs-fold and empty field names in heads.
+    (tmp_path / "httptools.py").write_text(f"__version__ = {version!r}\n")
+    older = {"PYTHONPATH": str(tmp_path)}  # shadows the installed httptools
+    proc = run_prefork("--check-config", "--http-parser", "httptools", "basic:hello", env=older)
+    assert proc.returncode != 0
+    assert proc.stderr == (f"prefork: error: --http-parser: httptools {version} is too old (its "
+                           "parser accepts heads prefork refuses): pip install 'httptools>=0.6.4'\n")
+
+
 # --- the generated documentation
 
 

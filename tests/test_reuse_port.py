@@ -87,6 +87,13 @@ def test_each_worker_listens_on_its_own_socket(test_app):
     assert pids_answering(server.url, 40) == set(workers)
     listening = listening_inodes(server.port)
     assert len(listening) == 2  # the master's socket is bound, not listening
+    try:
+        with open("/proc/sys/net/ipv4/tcp_migrate_req") as f:
+            migrate = f.read().strip()
+    except OSError:
+        migrate = ""
+    # Queued connections are lost with their worker unless the kernel migrates them.
+    assert ("tcp_migrate_req is not 1" in server.log_text()) == (migrate != "1")
     held = [socket_inodes(pid) & listening for pid in workers]
     assert all(len(inodes) == 1 for inodes in held), held
     assert held[0] != held[1]
@@ -242,12 +249,13 @@ def test_changed_reuse_port_applies_on_usr2_not_on_hup(test_app, tmp_path):
     server.wait_for_log(r"Reload: a changed --reuse-port takes effect only on restart or USR2")
     server.wait_for_log(r"Reload complete")
     assert wait_until(lambda: len(listening_inodes(port)) == 2, 5)  # still one socket per worker
-    # USR2: the new master gets the bound, not listening, socket and listens on it.
+    # USR2: the new master gets the bound, not listening, socket.
     server.send_signal(signal.SIGUSR2)
     match = server.wait_for_log(r"Upgrade: this master \((\d+)\) replaces %d" % server.master_pid, timeout=20)
     new_master = int(match.group(1))
     try:
-        server.wait_for_log(r"Listening at: http://127\.0\.0\.1:%d \(%d, inherited\)" % (port, new_master))
+        # A socket of its own beside the inherited reservation, shared by its workers.
+        server.wait_for_log(r"Listening at: http://127\.0\.0\.1:%d \(%d, bound\)" % (port, new_master))
         assert server.proc.wait(20) == 0
         assert wait_until(lambda: len(listening_inodes(port)) == 1, 5)  # shared again
         assert pids_answering(server.url, 20) <= set(child_pids(new_master))
@@ -310,3 +318,48 @@ def _get_or_none(url):
         return requests.get(url, timeout=20)
     except requests.ConnectionError:
         return None
+
+
+FLAKY_APP = (
+    "import os, time\n"
+    "HERE = os.path.dirname(os.path.abspath(__file__))\n"
+    "if os.path.exists(os.path.join(HERE, 'BROKEN')):\n"
+    "    time.sleep(1)\n"
+    "    raise RuntimeError('this version cannot load')\n"
+    "def app(environ, start_response):\n"
+    "    start_response('200 OK', [('Content-Type', 'text/plain')])\n"
+    "    return [str(os.getpid()).encode()]\n"
+)
+
+
+def test_a_reload_that_cannot_load_loses_no_connection(prefork_server, tmp_path):
+    # New workers listen only once the application has loaded: connections are
+    # never queued on a worker that is loading, or that fails to and exits.
+    (tmp_path / "flaky.py").write_text(FLAKY_APP)
+    server = start(lambda app, workers, **kw: prefork_server(app, workers, cwd=str(tmp_path), **kw),
+                   app="flaky:app", workers=2)
+    old_workers = set(server.wait_workers(2))
+    (tmp_path / "BROKEN").touch()
+    server.send_signal(signal.SIGHUP)
+    failures = requests_until(server.url, lambda: "Reload failed" in server.log_text(), timeout=30)
+    assert failures == []
+    assert pids_answering(server.url, 20) <= old_workers
+
+
+def test_a_failed_upgrade_that_turns_reuse_port_off_leaves_no_stray_listener(prefork_server, tmp_path):
+    # The new master listens on a socket of its own, never on the reservation it
+    # shares with the old master: once it has failed, the old master is left
+    # with no listening socket that nobody accepts from.
+    port = _free_port()
+    (tmp_path / "flaky.py").write_text(FLAKY_APP)
+    conf = tmp_path / "prefork.conf.py"
+    conf.write_text("reuse_port = True\n")
+    server = prefork_server("flaky:app", 2, cwd=str(tmp_path), bind=f"127.0.0.1:{port}",
+                            args=["-c", str(conf)])
+    old_workers = set(server.wait_workers(2))
+    conf.write_text("reuse_port = False\n")
+    (tmp_path / "BROKEN").touch()
+    server.send_signal(signal.SIGUSR2)
+    server.wait_for_log("Upgrade failed", timeout=30)
+    assert wait_until(lambda: len(listening_inodes(port)) == 2, 5)  # the old workers' own sockets
+    assert pids_answering(f"http://127.0.0.1:{port}", 30) == old_workers

@@ -83,3 +83,31 @@ def _refuse(buf: bytes | bytearray, limits: Limits, reason: str) -> None:
     """Raise the pure-Python parser's error for ``buf``, or 400 if it has none."""
     _python.parse_head(buf, limits)
     raise BadRequest(f"header section refused by llhttp: {reason}")
+
+
+# Field blocks prefork's grammar refuses and llhttp must refuse too, since the
+# fields are cut out of an accepted block on the assumption that it follows
+# that grammar. Older llhttp versions (httptools before 0.6.4) accept them:
+# such a version is refused outright, once, at import.
+_MUST_REFUSE = (
+    ("obs-fold", b"X: y\r\n Transfer-Encoding: chunked\r\n\r\n"),
+    ("an empty field name", b": y\r\n\r\n"),
+    ("whitespace before a colon", b"X : y\r\n\r\n"),
+)
+
+
+def _leniency() -> str:
+    """What this llhttp accepts of ``_MUST_REFUSE`` ("" when it refuses all)."""
+    for name, block in _MUST_REFUSE:
+        try:
+            httptools.HttpRequestParser(_HeadEnd()).feed_data(_LINE + block)
+        except httptools.HttpParserError:
+            continue
+        return name
+    return ""
+
+
+_LENIENT = _leniency()
+if _LENIENT:
+    raise ImportError(f"httptools {getattr(httptools, '__version__', '?')} accepts {_LENIENT} "
+                      "in a request head: prefork needs httptools 0.6.4 or newer")

@@ -16,14 +16,14 @@ import sys
 import time
 import traceback
 from types import FrameType
-from typing import Any
+from typing import Any, NoReturn
 
 from .. import SERVER_SOFTWARE
 from ..app import AppNotFound, load_app, prepare_path
 from ..heartbeat import IDLE, STOPPING, HeartbeatSlot, beat_interval
 from ..http import head_parser
 from ..http.request import Limits
-from ..listener import Listener, own_listeners
+from ..listener import Listener, own_listeners, start_listening
 from ..logs import Logger
 from ..settings import Config
 from ..wsgi import ErrorStream, WSGIApp, base_environ
@@ -106,6 +106,7 @@ class Worker:
             self._become_worker()
             self._load()
             run_hook(self.cfg, self.log, "post_worker_init", self)
+            self._start_listening()
             self.slot.set_state(IDLE)
             self.booted = time.monotonic()
             self._wake_master()
@@ -142,7 +143,7 @@ class Worker:
 
         random.seed()
         setproctitle(f"prefork: worker [{self.cfg.title_name}]")
-        self._listen_on_own_sockets()  # as root still, if the master is: see own_listeners
+        self._bind_own_sockets()  # as root still, if the master is: see own_listeners
         self._drop_privileges()
         # After the privilege drop, which clears the parent-death signal.
         _set_parent_death_signal(signal.SIGTERM)
@@ -160,15 +161,26 @@ class Worker:
         # The master blocked these around fork(); what arrived since is delivered now.
         signal.pthread_sigmask(signal.SIG_SETMASK, set())
 
-    def _listen_on_own_sockets(self) -> None:
+    def _bind_own_sockets(self) -> None:
         """--reuse-port: replace the master's reservations by sockets of our own."""
         if not any(listener.per_worker for listener in self.listeners):
             return
         try:
-            self.listeners = own_listeners(self.listeners, self.cfg.backlog)
+            self.listeners = own_listeners(self.listeners)
         except OSError as exc:
-            self.slot.write_error(f"worker {self.pid} cannot listen with --reuse-port: {exc.strerror}")
-            raise SystemExit(EXIT_BOOT_ERROR) from None
+            self._cannot_listen(exc)
+
+    def _start_listening(self) -> None:
+        """--reuse-port: take connections on our own sockets, now that the
+        application has loaded."""
+        try:
+            start_listening(self.listeners, self.cfg.backlog)
+        except OSError as exc:
+            self._cannot_listen(exc)
+
+    def _cannot_listen(self, exc: OSError) -> NoReturn:
+        self.slot.write_error(f"worker {self.pid} cannot listen with --reuse-port: {exc.strerror}")
+        raise SystemExit(EXIT_BOOT_ERROR) from None
 
     def _drop_privileges(self) -> None:
         uid, gid = self.cfg.user, self.cfg.group

@@ -314,7 +314,10 @@ class SyncWorker(Worker):
                         # took the connection from a shared queue; then
                         # SO_RCVTIMEO bounds the wait.
                         conn, addr = acceptor(listener)()
-                    except OSError:
+                    except BlockingIOError:
+                        continue
+                    except OSError as exc:  # out of descriptors: pause, do not spin
+                        self._accept_failed(exc)
                         continue
                     self.handle(listener, conn, addr)
         finally:
