@@ -291,3 +291,40 @@ def test_worker_out_of_descriptors_survives_and_serves_later(test_app):
     assert answer["response"].status_code == 200
     assert answer["response"].text == str(worker)
     assert server.worker_pids() == [worker]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="--reuse-port, prlimit: Linux")
+def test_worker_out_of_descriptors_does_not_spin_while_draining_its_own_queue(test_app):
+    import resource
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = test_app("basic:pid", workers=2, bind=f"127.0.0.1:{port}", reuse_port=True,
+                      graceful_timeout=4)
+    stuck, _ = server.wait_workers(2)
+    assert raw_request(port, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    limit = _lowest_free_fd(stuck)  # its next accept() fails with EMFILE
+    resource.prlimit(stuck, resource.RLIMIT_NOFILE, (limit, resource.prlimit(stuck, resource.RLIMIT_NOFILE)[1]))
+    clients = []
+    try:
+        for _ in range(20):  # the kernel's hash puts some in the stuck worker's own queue
+            c = socket.create_connection(("127.0.0.1", port), timeout=10)
+            c.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            clients.append(c)
+        assert wait_until(lambda: "accept() failed" in server.log_text(), 10)
+        server.send_signal(signal.SIGTERM)
+        before = _cpu_ticks(stuck)
+        last = before
+        deadline = time.monotonic() + 15
+        while alive(stuck) and time.monotonic() < deadline:  # it drains for up to 2 s
+            try:
+                last = _cpu_ticks(stuck)
+            except OSError:
+                break
+            time.sleep(0.05)
+        assert server.proc.wait(15) == 0
+    finally:
+        for c in clients:
+            c.close()
+    assert last - before < 50  # 1/100 s ticks; spinning for 2 s would be about 200
