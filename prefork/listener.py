@@ -1,8 +1,9 @@
 # A listening socket as the master and the workers see it. The master creates
 # listeners (prefork/sockets.py); workers only use them, so this lives below
 # both layers. With --reuse-port the master's socket for a TCP address is only
-# a reservation (bound, not listening) and each worker opens its own listening
-# socket on the same address right after the fork (``own_listeners``).
+# a reservation (bound, not listening); each worker binds a socket of its own
+# to the same address right after the fork (``own_listeners``) and listens on
+# it once its application has loaded (``start_listening``).
 from __future__ import annotations
 
 import os

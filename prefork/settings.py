@@ -871,10 +871,10 @@ SETTINGS: list[Setting] = [
        and the close, or whose handshake is under way then, is reset, and a
        worker that crashes or is killed loses its whole queue, unless the
        ``net.ipv4.tcp_migrate_req`` sysctl (Linux 5.14 or newer) is 1, which
-       moves them to another worker (prefork warns at start when it is not). Unix sockets, ``fd://`` and systemd-activated sockets, and
-       sockets inherited already listening keep one shared socket (with a
-       warning), as does every address on other systems. See
-       ``docs/deploy/scaling.md``.""",
+       moves them to another worker (prefork warns at start when it is not).
+       Unix sockets, ``fd://`` and systemd-activated sockets, and sockets
+       inherited already listening keep one shared socket (with a warning), as
+       does every address on other systems. See ``docs/deploy/scaling.md``.""",
        example="--reuse-port", is_flag=True),
 
     # ----- end of performance settings -----

@@ -108,9 +108,9 @@ def _listen_beside(reservation: socket.socket, address: Address, backlog: int) -
     try:
         sock = bind_beside(reservation)
     except OSError as exc:
-        reservation.close()
         raise _bind_error(address, exc) from None
-    reservation.close()
+    finally:
+        reservation.close()
     try:
         sock.listen(backlog)
     except OSError as exc:
