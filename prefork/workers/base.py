@@ -27,6 +27,7 @@ from ..listener import Listener, own_listeners, start_listening
 from ..logs import Logger
 from ..settings import Config
 from ..wsgi import ErrorStream, WSGIApp, base_environ
+from .io import SlowClients
 
 # ssl and hashlib are imported above so that the master, which imports this
 # module before it forks, initialises OpenSSL once for every worker. Almost
@@ -95,6 +96,8 @@ class Worker:
         self.parse_head = head_parser(cfg.http_parser)
         self.server_lines = f"Server: {SERVER_SOFTWARE}\r\n"
         self.ssl_context: Any = None  # set by the master when TLS is on
+        self.app_exit = False  # the application called sys.exit() in a request
+        self.slow_clients = SlowClients(log)
 
     # --- life cycle, in the child
 
@@ -238,6 +241,7 @@ class Worker:
         self.slot.beat()
         if self.reopen_logs:
             self._reopen_logs()
+        self.slow_clients.report()
         if os.getppid() != self.ppid:
             self.log.info("worker %s: master is gone, exiting", self.pid)
             self.alive = False
