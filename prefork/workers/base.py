@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import hashlib  # noqa: F401  (imported for the workers: see below)
+import itertools
 import os
 import random
 import signal
@@ -75,6 +76,7 @@ class Worker:
         self.alive = True
         self.waiting = False  # blocked waiting for a connection
         self.requests = 0
+        self._counter = itertools.count(1)
         self.booted = 0.0
         self.beat_interval = beat_interval(cfg.timeout)
         self.max_requests = 0
@@ -293,13 +295,14 @@ class Worker:
 
     # --- around each request
 
-    def request_started(self, req: Any) -> None:
-        self.requests += 1
-        self.slot.start_request(req.line, self.requests)
+    def request_started(self, req: Any, thread: int = 0) -> None:
+        # next() on a C iterator is atomic: the count stays exact across threads.
+        self.requests = count = next(self._counter)
+        self.slot.start_request(req.line, count)
         if self.pre_request is not None:
             run_hook(self.cfg, self.log, "pre_request", self, req)
 
-    def request_finished(self, req: Any, environ: dict[str, Any], resp: Any) -> None:
+    def request_finished(self, req: Any, environ: dict[str, Any], resp: Any, thread: int = 0) -> None:
         self.slot.end_request(self.requests)
         if self.reopen_logs:
             self._reopen_logs()

@@ -31,49 +31,21 @@ import socket
 import sys
 import time
 from _socket import socket as Connection
-from collections.abc import Callable
 from itertools import starmap
 from typing import Any
 
-from ..http.connection import CLOSE, CONTINUE, DRAIN, LINGER, NEXT
-from ..http.connection import Connection as HTTPConnection
-from ..http.errors import HTTPError, IncompleteBody, RequestTimeout
-from ..http.request import Request
-from ..http.response import InvalidResponse
+from ..http.connection import CLOSE, NEXT
 from ..listener import Listener, needs_poll
-from ..wsgi import (
-    EMPTY_INPUT,
-    EmptyInput,
-    Input,
-    Response,
-    SendFile,
-    build_environ,
-    run_app,
-)
-from .base import StopWaiting, Worker
-from .ingress import ClientConnection, ConnectionRejected, Ingress, describe_peer
-from .io import (
-    RECV_SIZE,
-    BodyReader,
-    ClientGone,
-    Sender,
-    StalledReader,
-    acceptor,
-    close,
-    error_response,
-    file_sender,
-    guarded_sendall,
-    linger,
-)
+from .base import StopWaiting
+from .io import acceptor
+from .serving import ConnectionServer
 
 # BSD kernels give accepted sockets the listener's O_NONBLOCK; Linux does not.
 _ACCEPTED_NONBLOCKING = not sys.platform.startswith("linux")
 
 
-class SyncWorker(Worker):
+class SyncWorker(ConnectionServer):
     """Serves one connection at a time; keeps it only while nobody else waits."""
-
-    supports = frozenset({"tls", "proxy_protocol"})
 
     def run(self) -> None:
         self.prepare()
@@ -85,19 +57,13 @@ class SyncWorker(Worker):
 
     def prepare(self) -> None:
         """Set up what serving needs, once per worker (``run`` calls it)."""
-        self.bases = {listener: self.environ_base(listener) for listener in self.listeners}
-        # Reading a request head, and a request body, must each be done
-        # within this many seconds (docs/http.md: "Deadlines").
-        self.read_timeout = self.cfg.timeout or 30.0
-        self.header_timeout = self.read_timeout
-        self.keepalive = float(self.cfg.keepalive)
+        self.prepare_serving()
         self.listener_fds = [listener.fileno() for listener in self.listeners]
         self._pending = select.poll()
         for fd in self.listener_fds:
             self._pending.register(fd, select.POLLIN)
         self._by_fd = {listener.fileno(): listener for listener in self.listeners}
-        self.nobody_waiting: Callable[[], bool] = self._nobody_waiting
-        self.ingress = Ingress(self.cfg, self.ssl_context, self.slot.beat, self.beat_interval)
+        self.keep_check = self._nobody_waiting
 
     # --- waiting for connections
 
@@ -226,107 +192,24 @@ class SyncWorker(Worker):
     # --- one connection
 
     def handle(self, listener: Listener, conn: Connection, addr: Any) -> None:
-        try:
-            if _ACCEPTED_NONBLOCKING:
-                conn.setblocking(True)
-            try:  # the PROXY header and the TLS handshake, if any
-                client = self.ingress.open(conn, addr, self.header_timeout)
-            except ConnectionRejected as exc:
-                self.log.debug("connection from %s closed: %s", describe_peer(addr), exc)
-                return
-            conn = client.sock  # a TLS connection replaces (detaches) the accepted socket
-            self.serve_connection(listener, client)
-        except StalledReader as exc:
-            self.slow_clients.dropped("stopped reading")
-            self.log.debug("connection closed: %s", exc)
-        except ClientGone as exc:
-            self.log.debug("connection closed: %s", exc)
-        except OSError as exc:  # reading a head: the client reset or timed out
-            if exc.errno not in (errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN, errno.EAGAIN):
-                self.log.debug("connection error: %s", exc)
-        except Exception as exc:
-            self.log.traceback("error handling a connection", exc)
-        finally:
-            close(conn)
-
-    def serve_connection(self, listener: Listener, client: ClientConnection) -> None:
-        """Serve requests on ``client`` until one of the sides ends it."""
-        conn = client.sock
-        remote = client.remote
-        base = self.bases[listener]
-        if client.environ:  # TLS and PROXY keys: the same for every request on it
-            base = {**base, **client.environ}
-        # Vectored writes and sendfile go straight to the socket: not under TLS.
-        sender = None if client.is_tls else Sender(conn, self.slot.beat, self.read_timeout)
-        sendfile = None if sender is None else file_sender(conn, sender)
-        send = guarded_sendall(conn) if sender is None else sender.sendall
-        forwarding = client if client.trusted else None
-        http = HTTPConnection(self.limits, self.parse_head)
-        while True:
-            try:
-                req = self.read_request(conn, http)
-            except HTTPError as exc:
-                self.reject(conn, exc, remote, None)
-                return
-            if req is None:
-                return
-            step = self.serve_request(conn, http, req, base, remote, send, sendfile, forwarding,
-                                      sender)
-            if step == NEXT:
-                if not http.idle or self.wait_for_next(conn):
-                    continue
-                return
-            if step == LINGER:
-                self._linger(conn)
+        if _ACCEPTED_NONBLOCKING:
+            conn.setblocking(True)
+        client = self.open_client(listener, conn, addr, 0)
+        if client is None:
             return
-
-    def read_request(self, conn: Connection, http: HTTPConnection) -> Request | None:
-        """Read until a whole head is parsed; None if the client sent nothing.
-
-        Usually one ``recv`` brings the whole head and this returns at once;
-        anything slower goes through ``_read_head_slowly`` and its deadline.
-        """
-        req = http.pending()
-        if req is not None:
-            return req
+        step = CLOSE
         try:
-            data = conn.recv(RECV_SIZE)
-        except BlockingIOError:  # nothing for a beat interval
-            return self._read_head_slowly(conn, http)
-        if not data:
-            http.eof()
-            return None
-        req = http.receive(data)
-        if req is not None:
-            return req
-        return self._read_head_slowly(conn, http)
+            while True:
+                step = self.serve_available(client)
+                if step != NEXT or not self.wait_for_next(client.sock):
+                    break
+        except Exception as exc:
+            step = CLOSE
+            self.connection_failed(exc)
+        finally:
+            self.close_client(client, step)
 
-    def _read_head_slowly(self, conn: Connection, http: HTTPConnection) -> Request | None:
-        timeout = self.header_timeout
-        deadline = time.monotonic() + timeout
-        beat = self.slot.beat
-        while True:
-            beat()
-            try:
-                data = conn.recv(RECV_SIZE)
-            except BlockingIOError:
-                data = None
-            if data:
-                req = http.receive(data)
-                if req is not None:
-                    return req
-            elif data is not None:  # the client closed the connection
-                http.eof()
-                return None
-            elif http.idle and not self.alive:
-                return None  # an idle connection, and we are stopping
-            if time.monotonic() > deadline:
-                if http.idle:
-                    return None
-                self.slow_clients.dropped("request head timeouts (408)")
-                raise RequestTimeout(f"request head not received within {timeout:g} s")
-
-    def wait_for_next(self, conn: Connection) -> bool:
+    def wait_for_next(self, conn: Any) -> bool:
         """Idle between requests on a kept connection: True when the client
         sends first, False when its --keep-alive window ends or on a full stop.
 
@@ -360,126 +243,6 @@ class SyncWorker(Worker):
         worker's own sockets, so it is this worker's queue that counts: a
         connection waiting for another worker is no reason to close."""
         return self.alive and not self._pending.poll(0)
-
-    def serve_request(
-        self,
-        conn: Connection,
-        http: HTTPConnection,
-        req: Request,
-        base: dict[str, Any],
-        remote: tuple[str, str],
-        send: Callable[[bytes], None],
-        sendfile: SendFile | None = None,
-        forwarding: ClientConnection | None = None,
-        sender: Sender | None = None,
-    ) -> int:
-        """Serve one request; what the connection does next (``http.connection``).
-
-        ``forwarding`` is the connection when its peer is a trusted proxy.
-        """
-        self.request_started(req)
-        body = http.start(req, self.keepalive > 0 and self.alive)
-        resp = Response(req, http, send, sendfile, self.server_lines, self.nobody_waiting,
-                        sender.sendmsg if sender is not None else None)
-        inp: Input | EmptyInput = EMPTY_INPUT
-        if body is not None:
-            inp = resp.input = self._body_input(conn, http, body, send)
-        started = time.time() if self.log.access_enabled else 0.0
-        environ: dict[str, Any] = {}
-        try:
-            environ = build_environ(base, req, remote, inp)
-            if forwarding is not None:
-                self.ingress.identify(forwarding, req, environ)
-            run_app(self.app, environ, resp)  # type: ignore[arg-type]
-        except ClientGone:
-            raise
-        except HTTPError as exc:
-            self.reject(conn, inp.error or exc, remote, req, resp.head_sent)
-            return CLOSE
-        except SystemExit as exc:
-            self._app_exited(conn, req, resp, exc)
-            return CLOSE
-        except Exception as exc:
-            if inp.error is not None:  # the app failed because the body did
-                self.reject(conn, inp.error, remote, req, resp.head_sent)
-            else:
-                self.app_failed(conn, req, resp, exc)
-            return CLOSE
-        finally:
-            self.request_finished(req, environ, resp)
-            if started:
-                self.log.access(req, resp, environ, started, time.time() - started)
-        if resp.problem:
-            self.log.info("%r: %s; closing the connection", req.line, resp.problem)
-        step = http.after_response()
-        if step == DRAIN:
-            assert isinstance(inp, Input)
-            try:
-                drained = inp.drain(http.drain_budget)
-            except HTTPError:
-                drained = False
-            step = http.body_drained(drained)
-        return step
-
-    def _body_input(self, conn: Connection, http: HTTPConnection, body: Any,
-                    send: Callable[[bytes], None]) -> Input:
-        """``wsgi.input`` for a request with a body."""
-        def send_continue() -> None:
-            if http.continue_now():
-                send(CONTINUE)
-        reader = BodyReader(conn.recv, self.slot.beat, self.read_timeout)
-        return Input(reader, body, http.take_buffer(), send_continue)
-
-    # --- errors
-
-    def app_failed(self, conn: Connection, req: Request, resp: Response, exc: Exception) -> None:
-        """The application raised (anything, OSError included): log it with its
-        traceback; answer 500 if no head was sent, else cut the response."""
-        self.log.traceback(f"error handling request {req.line!r}", exc)
-        if not resp.head_sent:
-            self.send_error(conn, 500, "Internal Server Error")
-
-    def _app_exited(self, conn: Connection, req: Request, resp: Response, exc: SystemExit) -> None:
-        """``sys.exit()`` in a request: answer 500, then this worker exits and is replaced."""
-        self.log.error("the application called sys.exit(%r) while handling %r; worker %s "
-                       "exits and is replaced", exc.code, req.line, self.pid)
-        self.alive = False
-        self.app_exit = True
-        if not resp.head_sent:
-            self.send_error(conn, 500, "Internal Server Error")
-
-    def reject(
-        self,
-        conn: Connection,
-        exc: HTTPError,
-        remote: tuple[str, str],
-        req: Request | None,
-        head_sent: bool = False,
-    ) -> None:
-        """Log a failed request in one line, answer it if still possible, and linger."""
-        what = repr(req.line) if req is not None else "request"
-        who = f"{remote[0]}:{remote[1]}" if remote[1] else "unix socket"
-        if isinstance(exc, InvalidResponse):
-            self.log.error("invalid response to %s: %s", what, exc.detail)
-        elif isinstance(exc, (IncompleteBody, RequestTimeout)):
-            if isinstance(exc, RequestTimeout) and req is not None:
-                self.slow_clients.dropped("request body timeouts (408)")
-            self.log.debug("%s from %s: %s %s (%s)", what, who, exc.status, exc.reason, exc.detail)
-        else:
-            self.log.info("rejected %s from %s: %s %s (%s)", what, who, exc.status, exc.reason, exc.detail)
-        if not head_sent:
-            self.send_error(conn, exc.status, exc.reason)
-
-    def send_error(self, conn: Connection, status: int, reason: str) -> None:
-        """A short response with ``Connection: close``, then a lingering close."""
-        try:
-            conn.sendall(error_response(status, reason))
-        except OSError:
-            return
-        self._linger(conn)
-
-    def _linger(self, conn: Connection) -> None:
-        linger(conn, self.slot.beat, self.beat_interval)
 
 
 __all__ = ["SyncWorker", "acceptor"]
