@@ -262,9 +262,16 @@ def _show(value: Any) -> str:
 
 
 def check_config(cfg: Config) -> int:
-    """Import the application as a worker would; 0 if it loads, 1 otherwise."""
+    """Check that workers' heartbeat files can be made, and import the application
+    as a worker would; 0 if all is well, 1 otherwise."""
     from .app import AppNotFound, load_app, prepare_path
+    from .arbiter import StartupError, check_worker_tmp_dir
 
+    try:
+        check_worker_tmp_dir(cfg.worker_tmp_dir)
+    except StartupError as exc:
+        click.echo(f"prefork: error: {exc}", err=True)
+        return 1
     try:
         prepare_path(cfg.chdir, cfg.pythonpath)
         load_app(cfg.app_uri)
