@@ -183,13 +183,14 @@ class Invocation:
         if path is None and self.env_layer is not None:
             path = self.env_layer.values.get("config")
         layers: list[Layer] = []
-        if path is None:
+        found = path is None
+        if found:
             path = next((p for p in DEFAULT_CONFIG_FILES if os.path.isfile(p)), None)
             if path is not None:
                 layers.append(Layer("default (found in the current directory)", {"config": path}))
         if path is None:
             return layers, []
-        file_layer, warnings = load_config_file(path)
+        file_layer, warnings = load_config_file(path, found=found)
         return [*layers, file_layer], warnings
 
     def load(self, env: Mapping[str, str], need_app: bool = True) -> Config:
