@@ -611,6 +611,18 @@ SETTINGS: list[Setting] = [
        idle one (see ``docs/http.md``). 0 disables keep-alive: every response closes its
        connection.""",
        example="--keep-alive 5", metavar="SECONDS"),
+    _s("header_timeout", "HTTP protocol", ("--header-timeout",), nonneg_float, 10.0,
+       """How long a client may take to send a request head (the request line and
+       every header field), counted from the moment its connection is accepted or, on a
+       kept-alive connection, from the first byte of its next request. A client that is
+       not done by then is answered ``408 Request Timeout`` and disconnected. A sync
+       worker serves one connection at a time, so this bounds how long a slow or
+       malicious client (slowloris) can keep a worker from everyone else. A head is
+       usually one packet, so 10 s leaves ample room for a poor mobile link. For comparison,
+       Apache httpd's ``mod_reqtimeout`` allows 20 s (up to 40 s while data keeps
+       coming), and nginx's ``client_header_timeout`` 60 s, where a waiting client
+       holds no process; Gunicorn has no such deadline. 0 disables it.""",
+       example="--header-timeout 5", metavar="SECONDS"),
     _s("header_map", "HTTP protocol", ("--header-map",), choice("drop", "refuse", "dangerous"),
        "drop",
        """What to do with request header names that contain ``_``. In the WSGI environ
