@@ -554,7 +554,9 @@ SETTINGS: list[Setting] = [
     _s("worker_tmp_dir", "Worker processes", ("--worker-tmp-dir",), optional_dir, None,
        """The directory for the workers' heartbeat files. The files are unlinked as
        soon as they are opened, so nothing is left behind. Defaults to ``/dev/shm``
-       when it exists (memory-backed), else the system temporary directory.""",
+       when it exists (memory-backed), else the system temporary directory. A
+       directory where the master cannot create and allocate such a file (read-only,
+       full, ``/proc``) stops the server at start with one line and exit status 1.""",
        example="--worker-tmp-dir /dev/shm", metavar="DIR",
        default_doc="/dev/shm if present, else $TMPDIR"),
     _s("chdir", "Server mechanics", ("--chdir",), optional_dir, None,
@@ -751,8 +753,9 @@ SETTINGS: list[Setting] = [
        config file and line, environment variable or command line), then exit.""",
        example="--print-config", is_flag=True, from_file=False),
     _s("check_config", "Config file", ("--check-config",), boolean, False,
-       """Load the configuration and import the application, then exit: status 0 if
-       both are fine, 1 with the error otherwise. For a CI step or a systemd
+       """Load the configuration, check that ``--worker-tmp-dir`` can hold the
+       heartbeat files, and import the application, then exit: status 0 if all is
+       fine, 1 with the error otherwise. For a CI step or a systemd
        ``ExecStartPre``.""",
        example="--check-config", is_flag=True, from_file=False),
     _s("access_log_format", "Logging", ("--access-logformat",), access_log_format,
