@@ -163,3 +163,19 @@ def test_keep_alive_goes_on_after_a_request_that_forked(fork_server):
         assert conn.getresponse().read().isdigit()
     finally:
         conn.close()
+
+
+# --- slow clients: their own deadline, and visible in the log
+
+
+def test_a_stalled_head_has_its_own_short_deadline_and_is_reported(test_app):
+    server = test_app(APP, workers=1, timeout=30, header_timeout=1)
+    started = time.monotonic()
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHo")  # and nothing more
+        answer = sock.recv(65536)
+    assert answer.startswith(b"HTTP/1.1 408 "), answer
+    assert time.monotonic() - started < 4  # the head's 1 s, not --timeout's 30 s
+    line = server.wait_for_log(r"\[WARNING\] 1 slow client dropped in the last \d+ s "
+                               r"\(1 request head timeouts \(408\)\)")
+    assert line

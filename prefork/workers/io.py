@@ -68,15 +68,17 @@ def acceptor(listener: Listener) -> Callable[[], tuple[Connection, Any]]:
 
 class SlowClients:
     """Counts clients dropped for being slow and sums them up in the log at
-    warning level, at most once per ``SLOW_REPORT_INTERVAL``: a server kept
-    busy by slow clients says so without a line per client."""
+    warning level, at most once per ``SLOW_REPORT_INTERVAL``: the first drop
+    after a quiet spell is reported at once, a storm of them in one line per
+    interval, never a line per client."""
 
-    __slots__ = ("_log", "_counts", "_since")
+    __slots__ = ("_log", "_counts", "_since", "_reported")
 
     def __init__(self, log: Logger) -> None:
         self._log = log
         self._counts: dict[str, int] = {}
         self._since = time.monotonic()
+        self._reported = self._since - SLOW_REPORT_INTERVAL
 
     def dropped(self, why: str) -> None:
         self._counts[why] = self._counts.get(why, 0) + 1
@@ -87,14 +89,14 @@ class SlowClients:
         if not self._counts:
             return
         now = time.monotonic()
-        if now - self._since < SLOW_REPORT_INTERVAL:
+        if now - self._reported < SLOW_REPORT_INTERVAL:
             return
         total = sum(self._counts.values())
         detail = ", ".join(f"{count} {why}" for why, count in sorted(self._counts.items()))
         self._log.warning("%d slow client%s dropped in the last %.0f s (%s)", total,
-                          "" if total == 1 else "s", now - self._since, detail)
+                          "" if total == 1 else "s", max(1.0, now - self._since), detail)
         self._counts.clear()
-        self._since = now
+        self._since = self._reported = now
 
 
 class Sender:

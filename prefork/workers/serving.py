@@ -78,7 +78,7 @@ class ConnectionServer(Worker):
         # Reading a request head, and a request body, must each be done
         # within their deadlines (docs/http.md: "Deadlines").
         self.read_timeout = float(self.cfg.timeout or 30.0)
-        header_timeout = float(self.cfg.get("header_timeout") or 0)
+        header_timeout = float(self.cfg.header_timeout)
         self.header_timeout = min(header_timeout, self.read_timeout) if header_timeout else self.read_timeout
         self.keepalive = float(self.cfg.keepalive)
         self.ingress = Ingress(self.cfg, self.ssl_context, self.slot.beat, self.beat_interval)
@@ -142,21 +142,22 @@ class ConnectionServer(Worker):
         req = http.pending()
         if req is not None:
             return req
+        started = time.monotonic()  # the head's deadline counts from here
         try:
             data = client.sock.recv(RECV_SIZE)
         except BlockingIOError:  # nothing for a beat interval
-            return self._read_head_slowly(client)
+            return self._read_head_slowly(client, started)
         if not data:
             http.eof()
             return None
         req = http.receive(data)
         if req is not None:
             return req
-        return self._read_head_slowly(client)
+        return self._read_head_slowly(client, started)
 
-    def _read_head_slowly(self, client: Client) -> Request | None:
+    def _read_head_slowly(self, client: Client, started: float) -> Request | None:
         timeout = self.header_timeout
-        deadline = time.monotonic() + timeout
+        deadline = started + timeout
         beat = self.slot.beat
         http = client.http
         recv = client.sock.recv
