@@ -50,7 +50,7 @@ GUNICORN_SETTINGS: dict[str, GunicornSetting] = {g.name: g for g in [
        note="prefork's workers are sync workers; other worker classes are not available."),
     _g("threads", "--threads"),
     _g("worker_connections", "--worker-connections",
-       note="Only meaningful for async workers."),
+       note="Used by the gthread worker: busy and idle connections together."),
     _g("max_requests", "--max-requests"),
     _g("max_requests_jitter", "--max-requests-jitter"),
     _g("timeout", "-t --timeout",

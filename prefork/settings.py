@@ -538,6 +538,18 @@ SETTINGS: list[Setting] = [
        time, so this is the number of requests served concurrently. Defaults to 1, or
        ``$WEB_CONCURRENCY`` when set. A common start is 2-4 per CPU core.""",
        example="-w 4", metavar="INT", default_doc="1 ($WEB_CONCURRENCY if set)"),
+    _s("threads", "Worker processes", ("--threads",), positive_int, 1,
+       """Threads per worker for the gthread worker class (``-k gthread``): each
+       worker serves up to this many requests at once, and parks idle keep-alive
+       connections in a selector, where they take no thread. More than 1 without
+       ``-k`` selects gthread, as in Gunicorn. Use it when requests wait on I/O (a
+       database, an upstream API); CPU-bound applications want more workers instead.""",
+       example="--threads 8", metavar="INT"),
+    _s("worker_connections", "Worker processes", ("--worker-connections",), positive_int, 1000,
+       """The most connections one gthread worker holds at once, busy and idle
+       keep-alive ones together. At the limit, the connection that has been idle the
+       longest is closed to make room for a new one.""",
+       example="--worker-connections 2000", metavar="INT"),
     _s("timeout", "Worker processes", ("-t", "--timeout"), nonneg_float, 30.0,
        """A worker that has not checked in for this many seconds (stuck in a request
        or anywhere else) is killed and replaced. 0 disables the check.""",
