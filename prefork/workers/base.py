@@ -222,7 +222,7 @@ class Worker:
         else:
             host, port_number = listener.sock.getsockname()[:2]
             name, port = host, str(port_number)
-        errors = ErrorStream(self.log.error_log.error)
+        errors = ErrorStream(self.log.app_line)
         scheme = "https" if self.ssl_context is not None else "http"
         return base_environ(name, port, self.cfg.workers > 1, errors, scheme)
 
