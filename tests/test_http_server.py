@@ -387,7 +387,7 @@ def test_smuggling_attempt_is_rejected_and_worker_survives(server):
     (b"GET / HTTP/1.1\nHost: x\n\n", 400),
     (b"GET / HTTP/2.0\r\nHost: x\r\n\r\n", 505),
     (b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", 501),
-    (b"GET /" + b"a" * 5000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414),
+    (b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414),
     (b"GET / HTTP/1.1\r\nHost: x\r\n" + b"X-A: b\r\n" * 101 + b"\r\n", 431),
     (b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03", 400),
 ])
