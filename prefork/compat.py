@@ -69,7 +69,8 @@ GUNICORN_SETTINGS: dict[str, GunicornSetting] = {g.name: g for g in [
        note="prefork serves WSGI applications only."),
     _g("websocket_max_message_size", "--websocket-max-message-size"),
     # security
-    _g("limit_request_line", "--limit-request-line"),
+    _g("limit_request_line", "--limit-request-line",
+       note="The default is 8190, not 4094 (RFC 9112 §3); values above 8190 are allowed."),
     _g("limit_request_fields", "--limit-request-fields"),
     _g("limit_request_field_size", "--limit-request-field_size"),
     # server mechanics

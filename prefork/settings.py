@@ -617,12 +617,14 @@ SETTINGS: list[Setting] = [
        short="Where the access log goes: a file, or - for standard output."),
 
     # ----- HTTP protocol: limits, keep-alive, header handling -----
-    _s("limit_request_line", "HTTP protocol", ("--limit-request-line",), nonneg_int, 4094,
-       """The longest request line (method, target and version) accepted, in bytes; a
-       longer one is answered ``414 URI Too Long``. 0 means no limit of its own (the
-       whole request head stays bounded, see ``docs/http.md``). Unlike Gunicorn,
-       values above 8190 are allowed, for applications with long query strings.""",
-       example="--limit-request-line 8190", metavar="BYTES",
+    _s("limit_request_line", "HTTP protocol", ("--limit-request-line",), nonneg_int, 8190,
+       """The longest request line (method, target and version, without its CRLF)
+       accepted, in bytes; a longer one is answered ``414 URI Too Long``. The default
+       follows RFC 9112 §3, which asks servers to support request lines of at least
+       8000 octets; Gunicorn's default, 4094, refuses real-world URLs with long query
+       strings. 0 means no limit of its own (the whole request head stays bounded, see
+       ``docs/http.md``). Unlike Gunicorn, values above 8190 are allowed.""",
+       example="--limit-request-line 16384", metavar="BYTES",
        short="The longest request line accepted, in bytes."),
     _s("limit_request_fields", "HTTP protocol", ("--limit-request-fields",), nonneg_int, 100,
        """The most header fields a request may have; more are answered ``431 Request
@@ -631,10 +633,11 @@ SETTINGS: list[Setting] = [
        short="The most header fields a request may have."),
     _s("limit_request_field_size", "HTTP protocol",
        ("--limit-request-field_size", "--limit-request-field-size"), nonneg_int, 8190,
-       """The largest header field (name, colon, space and value) a request may have, in
-       bytes; a larger one is answered ``431 Request Header Fields Too Large``. 0 means
-       no limit of its own. The flag is spelled as in Gunicorn; ``--limit-request-field-size``
-       is accepted too.""",
+       """The largest header field line a request may have, in bytes, counted as
+       Gunicorn counts it: the whole line as received, with its CRLF; a larger one is
+       answered ``431 Request Header Fields Too Large``. 0 means no limit of its own.
+       The flag is spelled as in Gunicorn; ``--limit-request-field-size`` is accepted
+       too.""",
        example="--limit-request-field_size 16380", metavar="BYTES",
        short="The largest header field accepted, in bytes."),
     _s("limit_request_body", "HTTP protocol", ("--limit-request-body",), nonneg_int, 0,
