@@ -286,7 +286,7 @@ class GThreadWorker(ConnectionServer):
                 except OSError:
                     break
                 self.connections += 1
-                self.ready.append(("new", listener, sock, addr))  # type: ignore[arg-type]
+                self.ready.append(("new", listener, sock, addr))
 
     def stop_threads(self) -> None:
         for _ in self.pool:
