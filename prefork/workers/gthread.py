@@ -36,6 +36,7 @@ import sys
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from typing import Any
 
 from ..http.connection import CLOSE, NEXT
@@ -82,7 +83,9 @@ class GThreadWorker(ConnectionServer):
         # Connections with a request to serve and no thread yet: parked ones
         # that spoke, and, during a full stop, the last ones from the queue.
         self.ready: collections.deque[Any] = collections.deque()
-        self.active: dict[int, tuple[float, str]] = {}  # thread -> its request: start, line
+        # thread -> its request in progress: [start, request line, last I/O progress]
+        self.active: dict[int, list[Any]] = {}
+        self._beats = [self._make_beat(index) for index in range(self.thread_count)]
         self.stuck: set[int] = set()
         self.give_up_at = 0.0  # after a request timeout: exit by then at the latest
         self.accepts = {listener: acceptor(listener) for listener in self.listeners}
@@ -302,8 +305,23 @@ class GThreadWorker(ConnectionServer):
 
     # --- per-request timeouts
 
+    def progress_beat(self, thread: int) -> Callable[[], None]:
+        return self._beats[thread]
+
+    def _make_beat(self, thread: int) -> Callable[[], None]:
+        active = self.active
+        monotonic = time.monotonic
+
+        def beat() -> None:
+            record = active.get(thread)
+            if record is not None:
+                record[2] = monotonic()
+
+        return beat
+
     def request_started(self, req: Any, thread: int = 0) -> None:
-        self.active[thread] = (time.monotonic(), req.line)
+        now = time.monotonic()
+        self.active[thread] = [now, req.line, now]
         super().request_started(req, thread)
 
     def request_finished(self, req: Any, environ: dict[str, Any], resp: Any, thread: int = 0) -> None:
@@ -315,8 +333,10 @@ class GThreadWorker(ConnectionServer):
         timeout = self.cfg.timeout
         if not timeout:
             return
-        for thread, (started, line) in list(self.active.items()):
-            if now - started > timeout and thread not in self.stuck:
+        # A request waiting on its client (a slow upload, a slow reader) makes
+        # progress; one that has made none for --timeout seconds is stuck.
+        for thread, (started, line, progress) in list(self.active.items()):
+            if now - progress > timeout and thread not in self.stuck:
                 self._request_timed_out(thread, line, now - started)
 
     def _request_timed_out(self, thread: int, line: str, elapsed: float) -> None:
@@ -358,7 +378,7 @@ class GThreadWorker(ConnectionServer):
                 return True
         else:
             client = job
-            client.thread = index
+            client.use_thread(index, self._beats[index])
         step = CLOSE
         try:
             step = self.serve_available(client)

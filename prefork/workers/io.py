@@ -108,11 +108,11 @@ class Sender:
     connection, not a worker killed as "stuck".
     """
 
-    __slots__ = ("_sock", "_beat", "_stall")
+    __slots__ = ("_sock", "beat", "_stall")
 
     def __init__(self, sock: Connection, beat: Callable[[], None], stall: float) -> None:
         self._sock = sock
-        self._beat = beat
+        self.beat = beat
         self._stall = stall
 
     def sendall(self, data: bytes, flags: int = 0) -> None:
@@ -138,21 +138,21 @@ class Sender:
                 raise ClientGone(f"send failed: {exc}") from exc
             view = view[sent:]
             progress = time.monotonic()
-            self._beat()
+            self.beat()
 
     def sendmsg(self, buffers: tuple[bytes, ...]) -> int:
         """One vectored write; 0 if the client took nothing for a beat interval."""
         try:
             return self._sock.sendmsg(buffers)
         except BlockingIOError:
-            self._beat()
+            self.beat()
             return 0
         except OSError as exc:
             raise ClientGone(f"send failed: {exc}") from exc
 
     def waited(self, progress: float) -> None:
         """A write made no progress for a beat interval: beat, or give up."""
-        self._beat()
+        self.beat()
         if time.monotonic() - progress > self._stall:
             raise StalledReader(f"the client read nothing for {self._stall:g} s")
 

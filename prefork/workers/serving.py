@@ -40,7 +40,7 @@ class Client:
     """One client connection and what serving it needs across its requests."""
 
     __slots__ = ("sock", "listener", "http", "base", "remote", "send", "sendfile", "sendmsg",
-                 "forwarding", "thread", "idle_since")
+                 "forwarding", "thread", "beat", "idle_since", "_sender")
 
     def __init__(self, worker: ConnectionServer, listener: Listener, conn: ClientConnection,
                  thread: int) -> None:
@@ -53,15 +53,24 @@ class Client:
             base = {**base, **conn.environ}
         self.base = base
         self.remote = conn.remote
+        self.thread = thread
+        self.beat = worker.progress_beat(thread)  # called on each step of I/O progress
         # Vectored writes and sendfile go straight to the socket: not under TLS.
-        sender = None if conn.is_tls else Sender(sock, worker.slot.beat, worker.read_timeout)
+        sender = None if conn.is_tls else Sender(sock, self.beat, worker.read_timeout)
+        self._sender = sender
         self.send: Callable[[bytes], None] = (
             guarded_sendall(sock) if sender is None else sender.sendall)
         self.sendfile: SendFile | None = None if sender is None else file_sender(sock, sender)
         self.sendmsg = None if sender is None else sender.sendmsg
         self.forwarding = conn if conn.trusted else None  # its peer is a trusted proxy
-        self.thread = thread
         self.idle_since = 0.0
+
+    def use_thread(self, thread: int, beat: Callable[[], None]) -> None:
+        """The connection is served by another thread from now on."""
+        self.thread = thread
+        self.beat = beat
+        if self._sender is not None:
+            self._sender.beat = beat
 
     def fileno(self) -> int:
         return int(self.sock.fileno())
@@ -83,6 +92,12 @@ class ConnectionServer(Worker):
         self.keepalive = float(self.cfg.keepalive)
         self.ingress = Ingress(self.cfg, self.ssl_context, self.slot.beat, self.beat_interval)
         self.keep_check: Callable[[], bool] | None = None
+
+    def progress_beat(self, thread: int) -> Callable[[], None]:
+        """What the I/O of ``thread`` calls whenever it makes progress: proof
+        that a request waiting on a slow client is not stuck. The worker's
+        heartbeat, unless the worker class times requests one by one."""
+        return self.slot.beat
 
     def open_client(self, listener: Listener, conn: Any, addr: Any, thread: int) -> Client | None:
         """The PROXY header and the TLS handshake, if any; None if rejected."""
@@ -158,7 +173,7 @@ class ConnectionServer(Worker):
     def _read_head_slowly(self, client: Client, started: float) -> Request | None:
         timeout = self.header_timeout
         deadline = started + timeout
-        beat = self.slot.beat
+        beat = client.beat
         http = client.http
         recv = client.sock.recv
         while True:
@@ -239,7 +254,7 @@ class ConnectionServer(Worker):
             if http.continue_now():
                 send(CONTINUE)
 
-        reader = BodyReader(client.sock.recv, self.slot.beat, self.read_timeout)
+        reader = BodyReader(client.sock.recv, client.beat, self.read_timeout)
         return Input(reader, body, http.take_buffer(), send_continue)
 
     # --- errors
