@@ -82,6 +82,9 @@ class Server:
         self.messages: list[str] = []
         self.shared_by: str | None = None  # the scope of the ServerPool that shares it
 
+    def __repr__(self) -> str:
+        return f"<Server {self.app} at {self.url or self.log_path} (master pid {self.proc.pid})>"
+
     @property
     def master_pid(self) -> int:
         return self.proc.pid
@@ -363,6 +366,9 @@ class ServerPool:
         self._stack = contextlib.ExitStack()
         self._by_key: dict[str, Server] = {}
         self.servers: list[Server] = []
+
+    def __repr__(self) -> str:
+        return f"<ServerPool {self.scope}: {len(self.servers)} server(s)>"
 
     def __call__(self, app: str, workers: int = 1, **kwargs: Any) -> Server:
         key = repr((app, workers, sorted(kwargs.items())))

@@ -6,6 +6,7 @@ subprocess, as a user would, then read its output and files."""
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -13,7 +14,7 @@ import textwrap
 
 import pytest
 import requests
-from conftest import APPS, alive
+from conftest import APPS, ROOT, alive
 
 from prefork.testing import ServerError, ServerPool, log_tail
 
@@ -443,3 +444,36 @@ def test_a_failed_test_reports_its_servers_log(tmp_path):
         < shared.index("later line 0") < shared.index("later line 1"), shared
     assert "earlier line 6" not in shared
     assert "quiet line" not in out
+
+
+# --- the examples in docs/testing.md, run as written
+
+
+def doc_samples():
+    """{project: {path: source}} from the ``<!-- sample: PROJECT/PATH -->`` blocks."""
+    text = open(os.path.join(ROOT, "docs", "testing.md")).read()
+    projects = {}
+    for name, source in re.findall(r"<!-- sample: (\S+) -->\n```\w*\n(.*?)```", text, re.S):
+        project, _, path = name.partition("/")
+        projects.setdefault(project, {})[path] = source
+    myapp = re.search(r"<!-- example: myapp.py -->\n```python\n(.*?)```", text, re.S).group(1)
+    return projects, myapp
+
+
+def test_the_docs_have_each_sample_project():
+    projects, _ = doc_samples()
+    assert set(projects) == {"shared", "zero-code", "flask-factory", "django"}
+
+
+@pytest.mark.parametrize("project", ["shared", "zero-code", "flask-factory", "django"])
+def test_a_sample_project_from_the_docs_passes(tmp_path, project):
+    projects, myapp = doc_samples()
+    files = {"myapp.py": myapp, **projects[project]}
+    for path, source in files.items():
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / path).write_text(source)
+    tests = sum(source.count("\ndef test_") + source.startswith("def test_")
+                for path, source in files.items() if os.path.basename(path).startswith("test_"))
+    proc = run_pytest(tmp_path)
+    assert proc.returncode == 0, proc.output
+    assert f"{tests} passed" in proc.output, proc.output
