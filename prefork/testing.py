@@ -118,9 +118,10 @@ class Server:
         shared = f", shared by the {self.shared_by}" if self.shared_by else ""
         raise ServerError(
             f"the prefork server {self.app!r} (master pid {self.proc.pid}{shared}) has "
-            f"{describe_status(self.proc.returncode)}. A test that ran before this one "
-            "stopped or killed it; shared servers are not restarted. Give a test that stops, "
-            "kills or reconfigures its server a server of its own (the prefork_server fixture).\n"
+            f"{describe_status(self.proc.returncode)} before this test: an earlier test "
+            "stopped or killed it, or it failed. Shared servers are not restarted; give a test "
+            "that stops, kills or reconfigures its server a server of its own (the "
+            "prefork_server fixture).\n"
             f"The last lines of its log:\n{log_tail(self, 20)}"
         )
 
@@ -210,7 +211,7 @@ def log_tail(server: Server, lines: int, since: int | None = None) -> str:
     after = data[cut:].decode("utf-8", "replace").splitlines()
     if len(after) >= lines or not before:
         return "\n".join(after[-lines:] if lines else [])
-    kept = before[len(before) - (lines - len(after)):]
+    kept = before[-(lines - len(after)):]
     marker = "----- (the test began here) -----" if after else "----- (nothing logged since the test began) -----"
     return "\n".join([*kept, marker, *after])
 

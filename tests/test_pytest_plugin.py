@@ -132,6 +132,8 @@ def test_the_log_tail_marks_where_the_test_began(test_app):
     assert len(tail) == 4 and "Ready" in tail[1]  # three lines of the log, and the marker
     assert tail[2:] == ["----- (the test began here) -----", "during the test"]
     assert log_tail(server, 1, since=began) == "during the test"
+    whole = log_tail(server, 100, since=began).splitlines()  # fewer lines than asked for
+    assert "Starting prefork" in whole[0] and whole[-2:] == tail[-2:]
     assert log_tail(server, 0) == ""
 
 
