@@ -203,19 +203,13 @@ class IgnoredSetting(str):
         return warning
 
 
-def _is_one(value: Any) -> bool:
-    try:
-        return not isinstance(value, bool) and int(str(value).strip()) == 1
-    except ValueError:
-        return False
-
-
 # Gunicorn settings whose value changes nothing under prefork's configuration:
 # they are mentioned at debug level only, so that the warnings that remain are
 # the ones that change how the server behaves.
 HARMLESS: dict[str, Callable[[Any, Any], bool]] = {
-    "threads": lambda value, cfg: _is_one(value),
-    "worker_connections": lambda value, cfg: cfg.worker_class == "sync",
+    # prefork always uses sendfile() where it can, and never strips header spaces.
+    "sendfile": lambda value, cfg: value is None or bool(value),
+    "strip_header_spaces": lambda value, cfg: not value,
 }
 
 
