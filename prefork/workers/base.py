@@ -273,6 +273,8 @@ class Worker:
         if current is not None:
             line, started = current
             doing = f"serving {line!r} for {time.monotonic() - started:.1f} s"
+        elif not self.booted:
+            doing = "while loading the application"
         else:
             doing = "not in a request"
         stacks = []
