@@ -560,6 +560,9 @@ class Arbiter:
         signal.set_wakeup_fd(-1)
         os.chdir(self.start_cwd)
         argv = [sys.executable, *sys.orig_argv[1:]]
+        # In this forked child only: the master's own descriptors stay close-on-exec.
+        for listener in self.listeners:
+            os.set_inheritable(listener.fileno(), True)
         os.execve(sys.executable, argv, env)
 
     def _upgrade_failed(self, status: int) -> None:
