@@ -352,12 +352,12 @@ class Worker:
     def request_started(self, req: Any, thread: int = 0) -> None:
         # next() on a C iterator is atomic: the count stays exact across threads.
         self.requests = count = next(self._counter)
-        self.slot.start_request(req.line, count)
+        self.slot.start_request(req.line, count, thread)
         if self.pre_request is not None:
             run_hook(self.cfg, self.log, "pre_request", self, req)
 
     def request_finished(self, req: Any, environ: dict[str, Any], resp: Any, thread: int = 0) -> None:
-        self.slot.end_request(self.requests)
+        self.slot.end_request(self.requests, thread)
         if self.reopen_logs:
             self._reopen_logs()
         if self.post_request is not None:
