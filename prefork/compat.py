@@ -51,8 +51,8 @@ GUNICORN_SETTINGS: dict[str, GunicornSetting] = {g.name: g for g in [
     _g("worker_class", "-k --worker-class",
        note="A class prefork does not have (gevent, eventlet, tornado, an ASGI or any other "
             "class path) stops prefork with exit status 2 and a message saying what to use."),
-    _g("threads", "--threads", note="Each sync worker serves one request at a time: "
-       "to serve as many requests at once, raise --workers."),
+    _g("threads", "--threads", note="As in Gunicorn, more than 1 without -k selects gthread. "
+       "A request that runs past --timeout is reported with its thread's stack."),
     _g("worker_connections", "--worker-connections",
        note="Used by the gthread worker: busy and idle connections together."),
     _g("max_requests", "--max-requests"),
