@@ -643,11 +643,32 @@ class Arbiter:
                 continue
             booting = not record.ready and record.slot.state() == BOOTING
             limit = self.cfg.boot_timeout if booting else self.cfg.timeout
-            stale = now - record.slot.last_beat()
-            if limit and stale > limit:
+            stale = self._silent_for(record, limit) if limit else 0.0
+            if stale:
                 self._report_timeout(record, stale, booting, now)
                 record.aborted_at = now
                 self._kill(record.pid, signal.SIGABRT)
+
+    def _silent_for(self, record: WorkerRecord, limit: float) -> float:
+        """How long the worker has not beaten, if longer than ``limit``; else 0.
+
+        A worker is aborted on two reads that agree, never on one: a read that
+        the worker's write overtook is followed by one that sees its new beat.
+        A beat no worker can have written (0.0, from the future, older than
+        the slot) is a torn read, not a stuck worker."""
+        slot = record.slot
+        silent = 0.0
+        for _ in range(2):
+            beat = slot.last_beat()
+            now = time.monotonic()
+            if not slot.created <= beat <= now:
+                self.log.debug("Worker %s: impossible heartbeat %r (a torn read), not a timeout",
+                               record.pid, beat)
+                return 0.0
+            silent = now - beat
+            if silent <= limit:
+                return 0.0
+        return silent
 
     def _report_timeout(self, record: WorkerRecord, stale: float, booting: bool, now: float) -> None:
         current = record.slot.current_request()
