@@ -20,6 +20,11 @@ from .logs import Logger
 from .settings import Address
 
 READ_SIZE = 65536
+# After its reply, a connection is half-closed and what the client still sends
+# is read and dropped, until it closes or this long: closing a socket with
+# unread data resets it, and the reset can destroy the reply before the client
+# has read it.
+LINGER = 1.0
 
 
 class EndpointError(Exception):
@@ -31,13 +36,14 @@ class AddressBusy(EndpointError):
 
 
 class Client:
-    __slots__ = ("sock", "data", "reply", "deadline")
+    __slots__ = ("sock", "data", "reply", "deadline", "lingering")
 
     def __init__(self, sock: socket.socket, deadline: float) -> None:
         self.sock = sock
         self.data = bytearray()
         self.reply: memoryview | None = None
         self.deadline = deadline
+        self.lingering = False  # the reply is sent; waiting for the client to close
 
 
 class Endpoint:
@@ -62,7 +68,8 @@ class Endpoint:
     def poll_events(self) -> list[tuple[int, int]]:
         events = [(self.sock.fileno(), select.POLLIN)]
         for fd, client in self.clients.items():
-            events.append((fd, select.POLLOUT if client.reply is not None else select.POLLIN))
+            writing = client.reply is not None and not client.lingering
+            events.append((fd, select.POLLOUT if writing else select.POLLIN))
         return events
 
     def next_deadline(self) -> float:
@@ -77,7 +84,10 @@ class Endpoint:
         if client is None:
             return
         try:
-            if client.reply is not None:
+            if client.lingering:
+                if not client.sock.recv(READ_SIZE):
+                    self._drop(fd)
+            elif client.reply is not None:
                 self._send(fd, client)
             else:
                 self._receive(fd, client)
@@ -87,8 +97,9 @@ class Endpoint:
     def expire(self, now: float) -> None:
         for fd, client in list(self.clients.items()):
             if now >= client.deadline:
-                self.log.debug("%s: closing a client that took longer than %g s", self.name,
-                               self.deadline)
+                if not client.lingering:
+                    self.log.debug("%s: closing a client that took longer than %g s", self.name,
+                                   self.deadline)
                 self._drop(fd)
 
     def close_in_child(self) -> None:
@@ -186,18 +197,14 @@ class Endpoint:
                 client.reply = reply
                 return
             reply = reply[sent:]
-        self._drop(fd, finished=True)
+        client.sock.shutdown(socket.SHUT_WR)
+        client.lingering = True
+        client.deadline = min(client.deadline, time.monotonic() + LINGER)
 
-    def _drop(self, fd: int, finished: bool = False) -> None:
+    def _drop(self, fd: int) -> None:
         client = self.clients.pop(fd, None)
-        if client is None:
-            return
-        if finished:
-            try:
-                client.sock.shutdown(socket.SHUT_WR)
-            except OSError:
-                pass
-        client.sock.close()
+        if client is not None:
+            client.sock.close()
 
 
 # --- making the listening sockets

@@ -42,6 +42,7 @@ _RTATTR = struct.Struct("=HH")
 _RQLEN = struct.Struct("=II")
 _INET_REQ = struct.Struct("=BBBBI48x")
 _INET_MSG = struct.Struct("=BBBB2H16s16sI2IIIIII")
+_PORT = struct.Struct("!H")
 NETLINK_TIMEOUT = 0.5
 
 
@@ -92,12 +93,13 @@ def unix_queues(inodes: Iterable[int], paths: dict[int, str] | None = None) -> d
     return _proc_net_unix({ino: path for ino, path in paths.items() if ino in wanted})
 
 
-def tcp_queues_by_inode(inodes: Iterable[int]) -> dict[int, QueueFigures]:
-    """The accept queues of listening TCP sockets (IPv4 and IPv6), by inode."""
+def tcp_queues_by_inode(inodes: Iterable[int]) -> dict[int, tuple[int, QueueFigures]]:
+    """The local port and accept queue of listening TCP sockets (IPv4 and
+    IPv6), by inode."""
     wanted = set(inodes)
     if not LINUX or not wanted:
         return {}
-    found: dict[int, QueueFigures] = {}
+    found: dict[int, tuple[int, QueueFigures]] = {}
     for family in (socket.AF_INET, socket.AF_INET6):
         try:
             found.update((ino, q) for ino, q in _inet_diag(family).items() if ino in wanted)
@@ -109,7 +111,7 @@ def tcp_queues_by_inode(inodes: Iterable[int]) -> dict[int, QueueFigures]:
 def process_socket_inodes(pid: int) -> set[int]:
     """The inodes of every socket process ``pid`` holds open (empty if unreadable)."""
     base = f"/proc/{pid}/fd"
-    inodes = set()
+    inodes: set[int] = set()
     try:
         names = os.listdir(base)
     except OSError:
@@ -133,7 +135,7 @@ def _dump(request: bytes) -> list[bytes]:
         nl.settimeout(NETLINK_TIMEOUT)
         nl.send(_NLMSG.pack(_NLMSG.size + len(request), _SOCK_DIAG_BY_FAMILY,
                             _NLM_F_REQUEST | _NLM_F_DUMP, 1, 0) + request)
-        messages = []
+        messages: list[bytes] = []
         while True:
             data = nl.recv(1 << 16)
             if not data:
@@ -166,13 +168,14 @@ def _unix_diag() -> dict[int, QueueFigures]:
     return result
 
 
-def _inet_diag(family: int) -> dict[int, QueueFigures]:
+def _inet_diag(family: int) -> dict[int, tuple[int, QueueFigures]]:
     request = _INET_REQ.pack(family, socket.IPPROTO_TCP, 0, 0, 1 << _TCP_LISTEN)
     result = {}
     for message in _dump(request):
         fields = _INET_MSG.unpack_from(message)
         pending, limit, inode = fields[12], fields[13], fields[15]
-        result[inode] = QueueFigures(pending, limit)
+        port = _PORT.unpack_from(message, 4)[0]  # idiag_sport, in network order
+        result[inode] = (port, QueueFigures(pending, limit))
     return result
 
 

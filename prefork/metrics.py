@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import os
 import resource
+import socket
 import sys
 import time
 from collections.abc import Callable, Iterable
@@ -235,7 +236,7 @@ def process_start_time(pid: int = 0) -> float | None:
 def process_figures(started: float) -> dict[str, float]:
     """The master's own process_* metrics; ``started`` stands in where /proc is missing."""
     times = os.times()
-    figures: dict[str, float] = {"process_cpu_seconds": times.user + times.system}
+    figures: dict[str, float] = {"process_cpu_seconds": round(times.user + times.system, 6)}
     figures["process_start_time_seconds"] = process_start_time() or started
     try:
         with open("/proc/self/statm") as f:
@@ -321,9 +322,9 @@ def _pss(pid: int) -> int | None:
 class MetricsEndpoint(Endpoint):
     """``GET /metrics`` on --metrics-bind, answered from the master's loop."""
 
-    def __init__(self, sock: object, name: str, log: Logger, render: Callable[[bool], bytes],
-                 owned_path: str = "") -> None:
-        super().__init__(sock, name, log, owned_path)  # type: ignore[arg-type]
+    def __init__(self, sock: socket.socket, name: str, log: Logger,
+                 render: Callable[[bool], bytes], owned_path: str = "") -> None:
+        super().__init__(sock, name, log, owned_path)
         self.render = render
 
     def answer(self, data: bytes) -> bytes | None:

@@ -29,9 +29,8 @@ from bisect import bisect_left
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
+from .heartbeat import COUNTER_WORDS
 from .listen_queue import QueueFigures
-
-COUNTER_WORDS = 256
 
 # Upper bounds (seconds) of the duration histogram's buckets.
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)

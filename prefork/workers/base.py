@@ -111,7 +111,7 @@ class Worker:
             self._become_worker()
             self._load()
             self.instruments = Instruments(self.cfg, self.slot, self.log, self.statsd,
-                                           getattr(self.slot, "threads", 1))
+                                           self.slot.threads)
             run_hook(self.cfg, self.log, "post_worker_init", self)
             self._start_listening()
             self.slot.set_state(IDLE)
@@ -300,7 +300,7 @@ class Worker:
 
     def request_started(self, req: Any, thread: int = 0) -> None:
         self.requests += 1
-        self.slot.start_request(req.line, self.requests)
+        self.slot.start_request(req.line, self.requests, thread)
         if self.instruments is not None:
             self.instruments.started(req, thread)
         if self.pre_request is not None:
@@ -320,7 +320,7 @@ class Worker:
             self.instruments.rejected(exc.status, thread)
 
     def request_finished(self, req: Any, environ: dict[str, Any], resp: Any, thread: int = 0) -> None:
-        self.slot.end_request(self.requests)
+        self.slot.end_request(self.requests, thread)
         if self.instruments is not None:
             self.instruments.finished(req, resp, thread)
         if self.reopen_logs:

@@ -50,7 +50,7 @@ class Instruments:
                  statsd: StatsdClient | None, threads: int = 1) -> None:
         self.counters: list[RequestCounters] | None = None
         if counting_enabled(cfg):
-            self.counters = [RequestCounters(_block(slot, t)) for t in range(threads)]
+            self.counters = [RequestCounters(slot.counters(t)) for t in range(threads)]
         self.statsd = statsd
         # Whether requests are followed at all: not when nothing would use it.
         self.active = self.counters is not None or statsd is not None or log.access_enabled
@@ -112,9 +112,3 @@ class Instruments:
             log.access_timed_out(current.req, current.resp, current.environ, now_wall - duration,
                                  duration)
 
-
-def _block(slot: HeartbeatSlot, thread: int) -> memoryview:
-    counters = getattr(slot, "counters", None)
-    if counters is None:  # a scoreboard without counter blocks: count locally
-        return memoryview(bytearray(8 * 256)).cast("Q")
-    return counters(thread)  # type: ignore[no-any-return]
