@@ -163,7 +163,9 @@ class Totals:
         result: dict[tuple[str, str], int] = {}
         for key, count in self.pairs.items():
             if key & _KIND_MASK == ANSWERED:
-                label = (_code_label(key), _LABELS[min(key & 0xF, _OTHER_INDEX)])
+                code = _code_label(key)
+                method = _LABELS[min(key & 0xF, _OTHER_INDEX)] if code != "other" else OTHER_METHOD
+                label = (code, method)
                 result[label] = result.get(label, 0) + count
         return result
 
