@@ -108,6 +108,7 @@ class Commands:
             by_code[code] = by_code.get(code, 0) + count
         answered = totals.answered
         return {
+            "master": os.getpid(),
             "phase": view.phase,
             "uptime": round(self.server.uptime(), 3),
             "generation": view.generation,
@@ -236,7 +237,7 @@ class ControlEndpoint(Endpoint):
             result = self.commands.run(text)
         except CommandError as exc:
             return encode({"ok": False, "error": str(exc)})
-        if not text.lower().startswith("show"):
+        if text.split()[0].lower() not in ("show", "help"):
             self.log.info("Control socket: %s", text)
         return encode({"ok": True, "command": " ".join(text.split()), "data": result})
 

@@ -15,7 +15,8 @@ import threading
 
 import pytest
 import requests
-from conftest import APPS, a_worker_sleeps, wait_until
+from conftest import APPS, a_worker_sleeps, alive, wait_until
+from observing import scrape
 
 from prefork.testing import serve
 
@@ -260,3 +261,42 @@ def test_a_stale_socket_is_replaced_and_a_live_one_is_not(tmp_path):
         assert ctl_json(path, "show stats")["phase"] == "running"  # still the first's
         server.send_signal(signal.SIGTERM)
         assert server.proc.wait(20) == 0
+
+
+def test_a_usr2_upgrade_hands_the_endpoints_to_the_new_master(test_app, tmp_path):
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    metrics = probe.getsockname()[1]
+    probe.close()
+    path = tmp_path / "ctl.sock"
+    server = test_app(APP, 1, control_socket=str(path), metrics_bind=f"127.0.0.1:{metrics}",
+                      upgrade_auto=True)
+    assert ctl_json(path, "show stats")["master"] == server.master_pid
+    assert requests.get(server.url).ok
+    server.send_signal(signal.SIGUSR2)
+    match = server.wait_for_log(r"Upgrade: this master \((\d+)\) replaces", timeout=20)
+    new_master = int(match.group(1))
+    try:
+        assert server.proc.wait(20) == 0  # --upgrade-auto stopped the old master
+        assert wait_until(lambda: path.exists() and _master_of(path) == new_master, 10)
+        assert "in use by the master this one replaces" in server.log_text()
+        assert wait_until(lambda: _scrapes(metrics), 10)
+        assert scrape(metrics).value("prefork_workers", state="idle") == 1
+    finally:
+        os.kill(new_master, signal.SIGTERM)
+        assert wait_until(lambda: not alive(new_master), 10)
+    assert not path.exists()
+
+
+def _master_of(path):
+    try:
+        return ctl_json(path, "show stats")["master"]
+    except AssertionError:
+        return None
+
+
+def _scrapes(port):
+    try:
+        return requests.get(f"http://127.0.0.1:{port}/metrics", timeout=2).ok
+    except requests.exceptions.ConnectionError:
+        return False

@@ -285,13 +285,41 @@ def test_restart_reasons_max_requests_and_crash(test_app):
     assert got.total("prefork_requests_total") == 3  # the crashed request was never answered
 
 
-def test_errors_the_server_answers_itself_are_counted_with_their_status(test_app):
-    server, port = start(test_app, limit_request_body=10)
+def test_errors_the_server_answers_itself_are_counted_with_their_status(test_app, tmp_path):
+    access = tmp_path / "access.log"
+    server, port = start(test_app, limit_request_body=10, accesslog=str(access),
+                         access_log_format="%(r)s %(s)s")
     reply = raw_request(server.port, b"POST /?read=1 HTTP/1.1\r\nHost: h\r\n"
-                                     b"Content-Length: 100\r\n\r\n" + b"x" * 100)
+                                     b"Transfer-Encoding: chunked\r\n\r\n64\r\n" + b"x" * 100)
     assert reply.startswith(b"HTTP/1.1 413 ")
     got = wait_for_scrape(port, lambda s: s.total("prefork_parse_errors_total"))
     assert got.matching("prefork_parse_errors_total") == {frozenset({("code", "413")}): 1}
+    assert got.matching("prefork_requests_total") == {
+        frozenset({("code", "413"), ("method", "POST")}): 1}
+    # The status the client got, not the application's nor a blanket 500 (a regression).
+    assert wait_until(lambda: access.exists() and access.read_text(), 5)
+    assert access.read_text() == "POST /?read=1 HTTP/1.1 413\n"
+
+
+def test_the_master_logs_a_timed_out_request_whose_worker_it_had_to_sigkill(test_app, tmp_path):
+    access = tmp_path / "access.log"
+    server = test_app(APP, 1, timeout=1, accesslog=str(access), log_format="json")
+    (worker,) = server.worker_pids()
+    thread = threading.Thread(target=lambda: pytest.raises(
+        requests.exceptions.ConnectionError, requests.get, f"{server.url}/stuck?sleep=30", timeout=20))
+    thread.start()
+    try:
+        assert wait_until(lambda: a_worker_sleeps(server), 5)
+        os.kill(worker, signal.SIGSTOP)  # stuck where no Python code runs: SIGABRT waits
+        server.wait_for_log(rf"Worker {worker} exited after its timeout \(killed by SIGKILL\)",
+                            timeout=15)
+    finally:
+        thread.join(20)
+    assert wait_until(lambda: access.exists() and access.read_text(), 5)
+    (record,) = [json.loads(line) for line in access.read_text().splitlines()]
+    assert (record["method"], record["path"], record["status"], record["timed_out"]) == (
+        "GET", "/stuck", 504, True)
+    assert record["duration_us"] >= 1_000_000
 
 
 def test_endpoint_answers_only_metrics_and_a_silent_client_blocks_nothing(test_app):
