@@ -63,9 +63,11 @@ MAX_REQUESTS = "max_requests"
 RELOAD = "reload"
 SIGNAL = "signal"
 RESTART_REASONS = (CRASH, TIMEOUT, MAX_REQUESTS, RELOAD, SIGNAL)
-# Exits that are not replacements: fewer workers wanted, the server stopping.
+# Exits that are not replacements: fewer workers wanted, the server stopping,
+# a new generation abandoned because its application would not load.
 SCALE_DOWN = "scale_down"
 STOP = "stop"
+RELOAD_FAILED = "reload_failed"
 
 
 def method_label(method: str) -> str:

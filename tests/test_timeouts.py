@@ -7,6 +7,7 @@ import time
 
 import pytest
 import requests
+from conftest import wait_until
 
 
 def map_worker_slot(pid):
@@ -48,3 +49,68 @@ def test_impossible_heartbeats_are_torn_reads_not_timeouts(test_app):
     assert "impossible heartbeat 0.0 (a torn read)" in log
     assert log.count("impossible heartbeat") >= 6
     assert requests.get(server.url).text == "hello"
+
+
+def test_boot_timeout_at_first_start_stops_the_server(test_app):
+    """Like an import error: exit 1, one line that says why, no respawn loop."""
+    env = dict(os.environ, PREFORK_TEST_BOOT_SECONDS="60")
+    server = test_app("slowboot:app", workers=2, boot_timeout=1, env=env, wait_ready=False)
+    assert server.proc.wait(15) == 1
+    log = server.log_text()
+    assert log.count("the application did not finish loading within --boot-timeout 1 s") == 1
+    assert "Shutting down: the application could not be loaded" in log
+    # The two workers were aborted (each says where it was stuck), none started again.
+    assert log.count("[CRITICAL] WORKER TIMEOUT") == 2
+    assert log.count("while loading the application; stack of the stuck worker") == 2
+    assert "slowboot.py" in log
+    assert len(log.splitlines()) < 150
+
+
+SLOW_WHEN_FLAGGED = """
+import os, time
+if os.path.exists(os.environ["SLOW_FLAG"]):
+    time.sleep(60)
+
+def app(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [str(os.getpid()).encode()]
+"""
+
+
+def test_boot_timeouts_after_a_healthy_start_back_off(tmp_path, prefork_server):
+    (tmp_path / "flagged.py").write_text(SLOW_WHEN_FLAGGED)
+    flag = tmp_path / "slow"
+    env = dict(os.environ, SLOW_FLAG=str(flag))
+    server = prefork_server("flagged:app", 1, cwd=tmp_path, env=env, boot_timeout=1)
+    (first,) = server.worker_pids()
+    flag.touch()
+    os.kill(first, 9)  # its replacement's import now hangs
+    server.wait_for_log(r"failed to boot: the application did not finish loading within --boot-timeout 1 s")
+    server.wait_for_log(r"Workers keep dying right after they start \(2 in a row\); waiting 0\.25 s",
+                        timeout=15)
+    assert server.proc.poll() is None
+    flag.unlink()
+    assert wait_until(lambda: _get(server.url), 15)
+    assert "Shutting down" not in server.log_text()
+
+
+def _get(url):
+    try:
+        return requests.get(url, timeout=2).ok
+    except requests.RequestException:
+        return False
+
+
+def test_boot_timeout_of_an_import_deaf_to_sigabrt_stops_the_server(tmp_path, prefork_server):
+    """Stuck where SIGABRT cannot reach it (as in C code): killed, and still fatal."""
+    (tmp_path / "deaf.py").write_text(
+        "import signal, time\n"
+        "signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGABRT})\n"
+        "time.sleep(60)\n"
+        "app = None\n"
+    )
+    server = prefork_server("deaf:app", 1, cwd=tmp_path, boot_timeout=1, wait_ready=False)
+    assert server.proc.wait(15) == 1
+    log = server.log_text()
+    assert "the application did not finish loading within --boot-timeout 1 s" in log
+    assert log.count("[CRITICAL] WORKER TIMEOUT") == 1
