@@ -36,6 +36,7 @@ class Controlled(Protocol):
     def view(self) -> ServerView: ...
     def config_rows(self) -> list[dict[str, Any]]: ...
     def uptime(self) -> float: ...
+    def workers_wanted(self) -> int: ...
     def set_workers(self, count: int) -> int: ...  # returns the previous count
     def kill_worker(self, pid: int) -> bool: ...
     def reload(self) -> None: ...
@@ -140,13 +141,12 @@ class Commands:
 
     def worker_add(self, args: list[str]) -> dict[str, Any]:
         count = _count(args)
-        previous = self.server.set_workers(self.server.view().wanted_workers + count)
+        previous = self.server.set_workers(self.server.workers_wanted() + count)
         return {"added": count, "previous": previous, "total": previous + count}
 
     def worker_remove(self, args: list[str]) -> dict[str, Any]:
         count = _count(args)
-        wanted = self.server.view().wanted_workers
-        total = max(1, wanted - count)
+        total = max(1, self.server.workers_wanted() - count)
         previous = self.server.set_workers(total)
         return {"removed": previous - total, "previous": previous, "total": total}
 

@@ -52,6 +52,7 @@ RETRY_BIND = 1.0  # while the master this one replaces still holds an endpoint's
 # from outside (the OOM killer, an operator).
 CRASH_SIGNALS = {signal.SIGSEGV, signal.SIGBUS, signal.SIGILL, signal.SIGFPE, signal.SIGABRT}
 METRICS_UNIX_MODE = 0o660
+FLAGS = {"metrics": "--metrics-bind", "control": "--control-socket"}
 # Settings of the master's own endpoints, which a reload does not change.
 RESTART_ONLY = {"metrics_bind": "--metrics-bind", "control_socket": "--control-socket",
                 "control_socket_mode": "--control-socket-mode",
@@ -100,30 +101,34 @@ class Observer:
         return self.cfg.control_socket
 
     def _open(self, kind: str, first: bool = False) -> None:
+        """Create one endpoint. At start a failure is an EndpointError (the
+        server does not start); later (a retry) it is logged, and the server
+        goes on without it."""
         where = self._wanted(kind)
         if where is None:
             return
         try:
             endpoint = self._make(kind, where)
         except AddressBusy as exc:
-            if not self._replacing():
-                raise EndpointError(f"--{'metrics-bind' if kind == 'metrics' else 'control-socket'}: "
-                                    f"{exc}") from None
-            if first:
-                self.log.info("%s: in use by the master this one replaces; taking it over "
-                              "when that one lets go", kind.capitalize())
-            self.pending[kind] = time.monotonic() + RETRY_BIND
-            return
-        except EndpointError as exc:
-            if not first:  # a later attempt: keep serving without it
-                self.log.error("%s", exc)
-                self.pending.pop(kind, None)
+            if self._replacing():
+                if first:
+                    self.log.info("%s: in use by the master this one replaces; taking it over "
+                                  "when that one lets go", kind.capitalize())
+                self.pending[kind] = time.monotonic() + RETRY_BIND
                 return
-            flag = "--metrics-bind" if kind == "metrics" else "--control-socket"
-            raise EndpointError(f"{flag}: {exc}") from None
+            error: EndpointError = exc
+        except EndpointError as exc:
+            error = exc
+        else:
+            self.pending.pop(kind, None)
+            self.endpoints.append(endpoint)
+            self.log.info("%s", _announce(endpoint, kind))
+            return
         self.pending.pop(kind, None)
-        self.endpoints.append(endpoint)
-        self.log.info("%s", _announce(endpoint, kind))
+        message = f"{FLAGS[kind]}: {error}"
+        if first:
+            raise EndpointError(message)
+        self.log.error("%s; serving without it", message)
 
     def _replacing(self) -> bool:
         """This master is the new one of an upgrade and the old one still runs."""
@@ -367,6 +372,9 @@ class Observer:
 
     def uptime(self) -> float:
         return time.monotonic() - self.started
+
+    def workers_wanted(self) -> int:
+        return self.arbiter.num_workers
 
     def set_workers(self, count: int) -> int:
         previous = self.arbiter.num_workers
