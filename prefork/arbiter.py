@@ -811,9 +811,7 @@ class Arbiter:
     def spawn_worker(self) -> None:
         try:
             self._spawn_worker()
-        except SpawnError as exc:
-            self._spawn_failed(str(exc))
-        except OSError as exc:
+        except (SpawnError, OSError) as exc:
             self._spawn_failed(str(exc))
         else:
             self.spawn_failures = 0

@@ -90,7 +90,8 @@ def test_fork_refused_at_first_start_stops_the_server(tmp_path, server_proc):
 @root_only
 def test_fork_refused_after_a_healthy_start_backs_off(tmp_path, server_proc):
     log = tmp_path / "server.log"
-    proc = server_proc(["-w", "1", "basic:hello"], limited_processes(2))  # the master and one worker
+    # the master and one worker, with its thread (RLIMIT_NPROC counts threads)
+    proc = server_proc(["-w", "1", "basic:hello"], limited_processes(3))
     url = "http://" + wait_for_log(log, r"Listening at: http://(\S+)")[1]
     wait_for_log(log, r"Ready: 1 worker")
     proc.send_signal(signal.SIGTTIN)  # a second worker is over the limit
@@ -131,5 +132,17 @@ def test_full_worker_tmp_dir_after_a_healthy_start_backs_off(tmp_path, server_pr
     proc.send_signal(signal.SIGTTOU)  # back to one worker: nothing more to start
     wait_for_log(log, r"Number of workers: 1 \(was 2\)")
     assert proc.poll() is None
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(15) == 0
+
+
+@root_only
+def test_a_worker_without_room_for_its_watcher_thread_still_serves(tmp_path, server_proc):
+    log = tmp_path / "server.log"
+    proc = server_proc(["-w", "1", "basic:hello"], limited_processes(2))  # no room for a thread
+    url = "http://" + wait_for_log(log, r"Listening at: http://(\S+)")[1]
+    wait_for_log(log, r"Ready: 1 worker")
+    assert requests.get(url, timeout=5).text == "hello"
+    assert "can't start new thread to watch the master" in log.read_text()
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(15) == 0

@@ -189,10 +189,15 @@ class Worker:
         readable). It blocks every signal, so signals still interrupt the main
         thread's waits."""
         mask = signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
+        watcher = threading.Thread(target=self._await_master_exit, args=(pidfd,),
+                                   name="prefork-master-watch", daemon=True)
         try:
-            self._watcher = threading.Thread(target=self._await_master_exit, args=(pidfd,),
-                                             name="prefork-master-watch", daemon=True)
-            self._watcher.start()
+            watcher.start()
+            self._watcher = watcher
+        except RuntimeError as exc:  # a thread counts against RLIMIT_NPROC
+            os.close(pidfd)
+            self.log.warning("Worker %s: %s to watch the master; if the master dies while this "
+                             "worker is stuck in C code, nothing will end it", self.pid, exc)
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, mask)
 
