@@ -300,3 +300,8 @@ def _scrapes(port):
         return requests.get(f"http://127.0.0.1:{port}/metrics", timeout=2).ok
     except requests.exceptions.ConnectionError:
         return False
+
+
+def test_no_control_socket_wins_over_a_path(controlled):
+    server, path = controlled(control_socket_disable=True)
+    assert not path.exists() and "Control socket" not in server.log_text()

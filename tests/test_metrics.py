@@ -365,3 +365,19 @@ def test_a_metrics_address_in_use_is_a_one_line_error(tmp_path):
             assert "--metrics-bind: cannot listen on 127.0.0.1:" in server.log_text()
     finally:
         taken.close()
+
+
+@pytest.mark.parametrize("value, message", [
+    ("127.0.0.1", "has no port"),
+    ("fd://3", "give HOST:PORT or unix:PATH"),
+    ("[::1", "put IPv6 addresses in brackets"),
+])
+def test_a_bad_metrics_address_exits_2_with_one_line(tmp_path, value, message):
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "prefork", "--metrics-bind", value, "x:app"],
+                          capture_output=True, text=True, timeout=30, cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "--metrics-bind" in proc.stderr and message in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
