@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import fcntl
 import functools
 import html
 import http.server
@@ -151,19 +152,17 @@ class Browser:
     def __init__(self, chromium: str, profile: str) -> None:
         to_browser, self._out = os.pipe()
         self._in, from_browser = os.pipe()
-        keep = (os.dup(to_browser), os.dup(from_browser))  # not 3 or 4 themselves
-
-        def child() -> None:
-            os.dup2(keep[0], 3)  # dup2 clears close-on-exec on the copy
-            os.dup2(keep[1], 4)
-
-        # close_fds=False: the pipe ends must survive until child() has moved
-        # them; every other descriptor of this process is close-on-exec (PEP 446).
+        # Copies numbered 10 or more, so that the shell below can move them to
+        # 3 and 4 without clobbering one with the other (no preexec_fn: this
+        # process has threads).
+        ends = [fcntl.fcntl(fd, fcntl.F_DUPFD, 10) for fd in (to_browser, from_browser)]
+        r, w = ends
         self.proc = subprocess.Popen(
-            [chromium, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--remote-debugging-pipe",
-             "about:blank"], preexec_fn=child, close_fds=False, stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-        for fd in (to_browser, from_browser, *keep):
+            ["bash", "-c", f'exec "$@" 3<&{r} 4>&{w} {r}<&- {w}>&-', "bash", chromium, *CHROMIUM_FLAGS,
+             f"--user-data-dir={profile}", "--remote-debugging-pipe", "about:blank"],
+            pass_fds=ends, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL, start_new_session=True)
+        for fd in (to_browser, from_browser, *ends):
             os.close(fd)
         self._buf = b""
         self._id = 0
