@@ -406,7 +406,7 @@ class Response:
 
     __slots__ = (
         "req", "conn", "sendall", "sendfile", "sendmsg", "status", "headers", "code",
-        "keep_check", "_server_lines", "input", "error",
+        "keep_check", "_server_lines", "input", "error", "request_id",
     )
 
     def __init__(
@@ -431,6 +431,7 @@ class Response:
         self._server_lines = server_lines
         self.input: Input | EmptyInput | None = None
         self.error: InvalidResponse | None = None  # from start_response
+        self.request_id: tuple[str, str] | None = None  # (header, id) to send, set by the worker
 
     @property
     def head_sent(self) -> bool:
@@ -489,6 +490,8 @@ class Response:
             raise self.error
         if self.status is None:
             raise InvalidResponse("the application returned without calling start_response")
+        if self.request_id is not None:
+            self.headers = with_header(self.headers, self.request_id)
         return self.conn.response_head(self.status, self.code, self.headers, body_length,
                                        self._server_lines, self.keep_check)
 
@@ -564,6 +567,16 @@ class Response:
         end = self.conn.end_of_body()
         if end:
             self.sendall(end)
+
+
+def with_header(headers: list[tuple[str, str]], field: tuple[str, str]) -> list[tuple[str, str]]:
+    """``headers`` and ``field``, unless the application set that field itself
+    (a new list: the application's own is left as it gave it)."""
+    name = field[0].lower()
+    for key, _ in headers:
+        if key.lower() == name:
+            return headers
+    return [*headers, field]
 
 
 def _file_span(fd: int) -> tuple[int, int] | None:

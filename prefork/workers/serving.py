@@ -20,7 +20,7 @@ from ..http.request import Request
 from ..http.response import InvalidResponse
 from ..listener import Listener
 from ..wsgi import EMPTY_INPUT, EmptyInput, Input, Response, SendFile, build_environ, run_app
-from .base import Worker
+from .base import Worker, answered_with
 from .ingress import ClientConnection, ConnectionRejected, Ingress, describe_peer
 from .io import (
     RECV_SIZE,
@@ -214,16 +214,20 @@ class ConnectionServer(Worker):
             environ = build_environ(client.base, req, client.remote, inp)
             if client.forwarding is not None:
                 self.ingress.identify(client.forwarding, req, environ)
+            self.identify_request(environ, resp, client.forwarding is not None, thread)
             run_app(self.app, environ, resp)  # type: ignore[arg-type]
         except ClientGone:
             raise
         except HTTPError as exc:
+            answered_with(resp, inp.error or exc)
             self.reject(client, inp.error or exc, req, resp.head_sent)
             return CLOSE
         except SystemExit as exc:
+            answered_with(resp, None)
             self._app_exited(client, req, resp, exc)
             return CLOSE
         except Exception as exc:
+            answered_with(resp, inp.error)
             if inp.error is not None:  # the app failed because the body did
                 self.reject(client, inp.error, req, resp.head_sent)
             else:
@@ -278,6 +282,8 @@ class ConnectionServer(Worker):
     def reject(self, client: Client, exc: HTTPError, req: Request | None,
                head_sent: bool = False) -> None:
         """Log a failed request in one line, answer it if still possible, and linger."""
+        if not head_sent:
+            self.request_rejected(exc, client.thread)
         what = repr(req.line) if req is not None else "request"
         remote = client.remote
         who = f"{remote[0]}:{remote[1]}" if remote[1] else "unix socket"
