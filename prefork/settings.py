@@ -618,8 +618,8 @@ SETTINGS: list[Setting] = [
        request at a time each, and are the fastest for CPU-bound applications.
        ``gthread`` workers serve up to ``--threads`` requests at once on a pool of
        threads, and keep idle keep-alive connections in a selector, where they take no
-       thread: for applications that wait on I/O. ``--threads`` above 1 without ``-k``
-       selects ``gthread``, as in Gunicorn. Any other value stops prefork with a
+       thread: for applications that wait on I/O. ``--threads`` above 1 selects
+       ``gthread``, as in Gunicorn (with ``-k sync`` too, with a warning). Any other value stops prefork with a
        one-line message saying what to use instead: Gunicorn's async classes
        (``gevent``, ``eventlet``, ``tornado``) are not available (use ``gthread``), and
        ASGI worker classes (``uvicorn.workers.UvicornWorker``) or any other class path
@@ -629,8 +629,8 @@ SETTINGS: list[Setting] = [
     _s("threads", "Worker processes", ("--threads",), positive_int, 1,
        """Threads per worker for the gthread worker class (``-k gthread``): each
        worker serves up to this many requests at once, and parks idle keep-alive
-       connections in a selector, where they take no thread. More than 1 without
-       ``-k`` selects gthread, as in Gunicorn. Use it when requests wait on I/O (a
+       connections in a selector, where they take no thread. More than 1 selects
+       gthread, as in Gunicorn, even with ``-k sync``. Use it when requests wait on I/O (a
        database, an upstream API); CPU-bound applications want more workers instead.""",
        example="--threads 8", metavar="INT",
        short="Threads per gthread worker (more than 1 selects gthread)."),
@@ -1216,10 +1216,15 @@ def build_config(layers: list[Layer], env: Mapping[str, str], app_uri: str = "")
             places[name] = layer.where(setting)
             values[name] = validate_value(setting, value, places[name])
             sources[name] = layer.describe(setting)
-    if values["threads"] > 1 and sources["worker_class"] == "default":
-        values["worker_class"] = "gthread"  # as in Gunicorn: threads mean the threaded worker
+    cfg = Config(values, sources, places=places)
+    if values["threads"] > 1 and values["worker_class"] == "sync":
+        # As in Gunicorn: sync workers with threads are the threaded worker.
+        if sources["worker_class"] != "default":
+            cfg.warnings.append(f"{cfg.where('worker_class')} is 'sync' with threads = "
+                                f"{values['threads']}: using gthread, as Gunicorn does")
+        values["worker_class"] = "gthread"
         sources["worker_class"] = f"--threads {values['threads']} ({sources['threads']})"
-    return Config(values, sources, places=places)
+    return cfg
 
 
 def _default_source(setting: Setting, env: Mapping[str, str], value: Any) -> str:

@@ -180,11 +180,12 @@ def test_a_gunicorn_config_with_gthread_works_unchanged(tmp_path):
     assert "unsupported" not in out.stderr.lower() and "warning" not in out.stderr.lower(), out.stderr
 
 
-def test_threads_with_explicit_sync_stay_sync(tmp_path):
+def test_sync_with_threads_is_gthread_as_in_gunicorn(tmp_path):
     out = subprocess.run([sys.executable, "-m", "prefork", "-k", "sync", "--threads", "4",
                           "--print-config", APP], capture_output=True, text=True, timeout=30,
                          env={**os.environ, "PYTHONPATH": APPS}, cwd=tmp_path)
-    assert "worker_class = 'sync'" in out.stdout
+    assert "worker_class = 'gthread'" in out.stdout
+    assert "is 'sync' with threads = 4: using gthread, as Gunicorn does" in out.stderr
 
 
 def test_gthread_over_a_unix_socket_and_hup(test_app, tmp_path):

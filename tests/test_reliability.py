@@ -180,3 +180,23 @@ def test_a_stalled_head_has_its_own_short_deadline_and_is_reported(test_app, wor
     line = server.wait_for_log(r"\[WARNING\] 1 slow client dropped in the last \d+ s "
                                r"\(1 request head timeouts \(408\)\)")
     assert line
+
+
+def test_clients_that_leave_idle_connections_open_make_nobody_wait(test_app, worker_settings):
+    # requests.get() without a session can leave its connection open, idle, until
+    # it is garbage-collected; a worker that waited out each one's --keep-alive
+    # window would serve one such request every 5 s here.
+    import requests
+
+    server = test_app(APP, workers=1, keepalive=5, **worker_settings)
+    held = []
+    started = time.monotonic()
+    for _ in range(10):
+        conn = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+        conn.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert conn.recv(65536).startswith(b"HTTP/1.1 200 ")
+        held.append(conn)  # kept open and idle, like a pooled connection
+    assert requests.get(server.url + "/", timeout=5).status_code == 200
+    assert time.monotonic() - started < 4
+    for conn in held:
+        conn.close()

@@ -7,16 +7,18 @@
 # --reuse-port the listeners are the worker's own sockets (workers/base.py),
 # so "the listen queue" below is this worker's own queue.
 #
-# Keep-alive: a sync worker holding an idle connection leaves every other
-# client waiting, so it keeps a connection only while nobody else waits.
-# When a response head is written, a zero-timeout poll of the listeners
-# decides: a pending connection means "Connection: close". A kept connection
-# is then never closed unannounced while its client may be sending: only by
-# the client, after --keep-alive seconds idle, or after a response that said
-# "close". A retiring worker (HUP, TTOU, WINCH, --max-requests) says "close"
-# on every response from then on, and waits out the keep-alive window of a
-# kept connection, serving a request that arrives in it with "close". Only a
-# full stop (TERM) closes idle kept connections at once. See docs/workers.md.
+# Keep-alive: a kept connection is closed only by its client, after
+# --keep-alive seconds idle, or after a response that said "close" — never
+# under a client that may be sending its next request. When a response head
+# is written, a zero-timeout poll of the listeners decides: a pending
+# connection means "Connection: close", so under load connections go back to
+# the shared queue. A kept connection that goes idle is not a reason for
+# anyone to wait: while the worker holds idle connections it polls them and
+# the listeners together, and a newcomer is accepted and served while the
+# idle ones stay open (serving stays one request at a time). A retiring worker
+# (HUP, TTOU, WINCH, --max-requests) takes no new connection, says "close" on
+# every response, and lets kept connections live out their window; only a
+# full stop (TERM) closes them at once. See docs/workers.md.
 #
 # Every decision about the connection itself (persistence, pipelining,
 # 100-continue, framing, draining) is the connection core's
@@ -38,14 +40,14 @@ from ..http.connection import CLOSE, NEXT
 from ..listener import Listener, needs_poll
 from .base import StopWaiting
 from .io import acceptor
-from .serving import ConnectionServer
+from .serving import Client, ConnectionServer
 
 # BSD kernels give accepted sockets the listener's O_NONBLOCK; Linux does not.
 _ACCEPTED_NONBLOCKING = not sys.platform.startswith("linux")
 
 
 class SyncWorker(ConnectionServer):
-    """Serves one connection at a time; keeps it only while nobody else waits."""
+    """Serves one request at a time; idle kept connections make nobody wait."""
 
     def run(self) -> None:
         self.prepare()
@@ -64,6 +66,8 @@ class SyncWorker(ConnectionServer):
             self._pending.register(fd, select.POLLIN)
         self._by_fd = {listener.fileno(): listener for listener in self.listeners}
         self.keep_check = self._nobody_waiting
+        self.kept: dict[int, Client] = {}  # idle keep-alive connections, by descriptor
+        self.max_kept = int(self.cfg.worker_connections)
 
     # --- waiting for connections
 
@@ -197,44 +201,99 @@ class SyncWorker(ConnectionServer):
         client = self.open_client(listener, conn, addr, 0)
         if client is None:
             return
+        self._serve(client)
+        if self.kept:
+            self._serve_kept()
+
+    def _serve(self, client: Client) -> None:
+        """Serve what the client has sent; then keep its connection, or close it."""
         step = CLOSE
         try:
-            while True:
-                step = self.serve_available(client)
-                if step != NEXT or not self.wait_for_next(client.sock):
-                    break
+            step = self.serve_available(client)
         except Exception as exc:
             step = CLOSE
             self.connection_failed(exc)
-        finally:
-            self.close_client(client, step)
+        if step == NEXT and not self.draining and len(self.kept) < self.max_kept:
+            client.idle_since = time.monotonic()
+            self.kept[client.fileno()] = client
+            return
+        self.close_client(client, step)
 
-    def wait_for_next(self, conn: Any) -> bool:
-        """Idle between requests on a kept connection: True when the client
-        sends first, False when its --keep-alive window ends or on a full stop.
+    def _serve_kept(self) -> None:
+        """While connections are kept: wait on them and on the listeners at once.
 
-        A retiring worker waits out the window too: the client may be sending
-        its next request right now, and the response to it will say "close".
+        A kept connection is served when its client speaks, and closed only
+        when its --keep-alive window ends (or on a full stop): never under a
+        client that may be sending. A newcomer is accepted and served while
+        the idle connections stay open, so nobody waits for an idle client.
         """
-        poller = select.poll()
-        poller.register(conn.fileno(), select.POLLIN)
-        deadline = time.monotonic() + self.keepalive
-        slice_ms = self.beat_interval * 1000
-        while not self.draining:
-            remaining = (deadline - time.monotonic()) * 1000
-            if remaining <= 0:
-                return False
+        kept = self.kept
+        while kept:
+            now = time.monotonic()
+            self._expire_kept(now)
+            if not kept:
+                return
+            if self.draining:  # a full stop: a request already on its way is still served
+                self._close_kept(serve_ready=True)
+                return
+            oldest = min(client.idle_since for client in kept.values())
+            timeout = min(self.beat_interval, max(0.0, oldest + self.keepalive - now))
+            poller = select.poll()
+            for fd in kept:
+                poller.register(fd, select.POLLIN)
+            if self.alive:  # a retiring worker takes no new connection
+                for fd in self.listener_fds:
+                    poller.register(fd, select.POLLIN)
             try:
                 self.waiting = True
-                events = poller.poll(min(remaining, slice_ms)) if not self.draining else []
+                events = poller.poll(timeout * 1000) if not self.draining else []
                 self.waiting = False
             except StopWaiting:
-                break
-            if events:
-                return True
-            self.on_idle()
-        # A full stop: a request already on its way is still served.
-        return bool(poller.poll(0))
+                continue
+            if not events:
+                self.on_idle()
+                continue
+            for fd, _ in events:
+                client = kept.pop(fd, None)
+                if client is not None:
+                    self._serve(client)
+                elif self.alive:
+                    self._accept_one(self._by_fd[fd])
+
+    def _accept_one(self, listener: Listener) -> None:
+        """A listener was readable while connections are kept: take one connection.
+        If another worker took it first, accept() returns after a beat interval
+        at most (SO_RCVTIMEO), and the kept clients are polled again."""
+        try:
+            conn, addr = acceptor(listener)()
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            self._accept_failed(exc)
+            return
+        if _ACCEPTED_NONBLOCKING:
+            conn.setblocking(True)
+        client = self.open_client(listener, conn, addr, 0)
+        if client is not None:
+            self._serve(client)
+
+    def _expire_kept(self, now: float) -> None:
+        limit = now - self.keepalive
+        for fd, client in list(self.kept.items()):
+            if client.idle_since <= limit:
+                del self.kept[fd]
+                self.close_client(client, CLOSE)
+
+    def _close_kept(self, serve_ready: bool) -> None:
+        """A full stop: serve a kept client whose request is already here, close the rest."""
+        for fd, client in list(self.kept.items()):
+            del self.kept[fd]
+            poller = select.poll()
+            poller.register(fd, select.POLLIN)
+            if serve_ready and poller.poll(0):
+                self._serve(client)
+            else:
+                self.close_client(client, CLOSE)
 
     def _nobody_waiting(self) -> bool:
         """The keep-alive test made when a response head is written: one
