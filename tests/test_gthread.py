@@ -203,3 +203,86 @@ def test_gthread_over_a_unix_socket_and_hup(test_app, tmp_path):
         start = len(server.log_text())
         server.send_signal(signal.SIGHUP)
         server.wait_for_log("Reload complete", start=start, timeout=15)
+
+
+# --- the rest of the server under gthread
+
+
+def test_access_log_and_hooks_run_in_the_requests_thread(test_app, tmp_path):
+    access = tmp_path / "access.log"
+    marks = tmp_path / "hooks.log"
+    conf = tmp_path / "hooks.conf.py"
+    conf.write_text(
+        "import threading\n"
+        f"MARKS = {str(marks)!r}\n"
+        "def pre_request(worker, req):\n"
+        "    open(MARKS, 'a').write(f'pre {threading.get_ident()}\\n')\n"
+        "def post_request(worker, req, environ, resp):\n"
+        "    open(MARKS, 'a').write(f'post {threading.get_ident()}\\n')\n")
+    server = test_app(APP, workers=1, threads=4, config=str(conf), accesslog=str(access),
+                      access_log_format="%(r)s %(s)s", **GTHREAD)
+    results = concurrently(server.url + "/sleep?0.3", 4)
+    assert wait_until(lambda: access.exists() and access.read_text().count("\n") == 4, 5)
+    assert access.read_text().splitlines() == ["GET /sleep?0.3 HTTP/1.1 200"] * 4
+    assert wait_until(lambda: marks.read_text().count("post") == 4, 5)
+    pre = {line.split()[1] for line in marks.read_text().splitlines() if line.startswith("pre")}
+    post = {line.split()[1] for line in marks.read_text().splitlines() if line.startswith("post")}
+    app_threads = {str(r["thread"]) for r in results}
+    assert pre == post == app_threads and len(app_threads) == 4  # each in its request's thread
+
+
+def test_reuse_port_and_preload_under_gthread(test_app):
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = test_app(APP, workers=2, threads=2, reuse_port=True, preload_app=True,
+                      bind=f"127.0.0.1:{port}", **GTHREAD)
+    pids = {get_json(f"http://127.0.0.1:{port}/")["pid"] for _ in range(40)}
+    assert pids <= set(server.worker_pids()) and pids
+    assert "a socket per worker" in server.log_text()
+
+
+def test_usr2_and_winch_under_gthread(test_app):
+    server = test_app(APP, workers=1, threads=2, **GTHREAD)
+    old_workers = server.worker_pids()
+    with ClientPool(server.port, clients=2, per_client=10_000) as pool:
+        server.send_signal(signal.SIGUSR2)
+        match = server.wait_for_log(r"Upgrade: this master \((\d+)\) replaces %d" % server.master_pid,
+                                    timeout=20)
+        new_master = int(match.group(1))
+        try:
+            server.send_signal(signal.SIGWINCH)  # the old master retires its workers
+            server.wait_for_log("Stopping all workers", timeout=10)
+            assert wait_until(lambda: not any(alive(pid) for pid in old_workers), 15)
+            ok = pool.ok
+            assert wait_until(lambda: pool.ok > ok + 20, 10)  # the new master's workers serve
+            pool.stop()
+            assert pool.failures == [], pool.failures[:5]
+        finally:
+            os.kill(new_master, signal.SIGTERM)
+            assert wait_until(lambda: not alive(new_master), 15)
+
+
+def test_busy_threads_are_in_the_metrics(test_app):
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = test_app(APP, workers=1, threads=4, metrics_bind=f"127.0.0.1:{port}", **GTHREAD)
+    done = []
+    threads = [threading.Thread(target=lambda: done.append(get_json(server.url + "/sleep?2")))
+               for _ in range(3)]
+    for t in threads:
+        t.start()
+    try:
+        def busy():
+            text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+            for line in text.splitlines():
+                if line.startswith("prefork_busy_threads "):
+                    return float(line.split()[1])
+            return None
+        assert wait_until(lambda: busy() == 3, 5)
+        assert 'prefork_info{version=' in requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    finally:
+        for t in threads:
+            t.join(10)
+    assert len(done) == 3
