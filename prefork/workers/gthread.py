@@ -31,6 +31,7 @@ import errno
 import fcntl
 import os
 import queue
+import select
 import selectors
 import sys
 import threading
@@ -45,6 +46,10 @@ from .base import StopWaiting
 from .io import acceptor, close
 from .serving import Client, ConnectionServer
 
+# After a response on a kept connection, how long the thread that served it
+# waits for the next request before handing the connection back to the
+# selector (measured in docs/workers.md: 0, hand every connection back).
+FOLLOW_SECONDS = float(os.environ.get("PREFORK_GTHREAD_FOLLOW", "0") or 0)
 # Exit status of a worker that stopped because a request ran past --timeout.
 EXIT_REQUEST_TIMEOUT = 6
 
@@ -355,6 +360,15 @@ class GThreadWorker(ConnectionServer):
 
     # --- the pool threads
 
+    def _follows(self, client: Client) -> bool:
+        """Whether the client's next request arrives within FOLLOW_SECONDS, so
+        that this thread serves it without handing the connection back."""
+        if not FOLLOW_SECONDS or not self.alive or self.ready:
+            return False
+        poller = select.poll()
+        poller.register(client.fileno(), select.POLLIN)
+        return bool(poller.poll(FOLLOW_SECONDS * 1000))
+
     def _thread_main(self, index: int) -> None:
         jobs = self.jobs
         while True:
@@ -382,6 +396,8 @@ class GThreadWorker(ConnectionServer):
         step = CLOSE
         try:
             step = self.serve_available(client)
+            while step == NEXT and self._follows(client):
+                step = self.serve_available(client)
         except Exception as exc:
             step = CLOSE
             self.connection_failed(exc)
