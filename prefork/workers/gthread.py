@@ -41,15 +41,14 @@ from collections.abc import Callable
 from typing import Any
 
 from ..http.connection import CLOSE, NEXT
-from ..listener import Listener
 from .base import StopWaiting
 from .io import acceptor, close
 from .serving import Client, ConnectionServer
 
 # After a response on a kept connection, how long the thread that served it
-# waits for the next request before handing the connection back to the
-# selector (measured in docs/workers.md: 0, hand every connection back).
-FOLLOW_SECONDS = float(os.environ.get("PREFORK_GTHREAD_FOLLOW", "0") or 0)
+# waits for the next request (while other threads are idle) before handing
+# the connection to the selector; measured in docs/workers.md.
+FOLLOW_SECONDS = 0.002
 # Exit status of a worker that stopped because a request ran past --timeout.
 EXIT_REQUEST_TIMEOUT = 6
 
@@ -94,6 +93,11 @@ class GThreadWorker(ConnectionServer):
         self.stuck: set[int] = set()
         self.give_up_at = 0.0  # after a request timeout: exit by then at the latest
         self.accepts = {listener: acceptor(listener) for listener in self.listeners}
+        self._by_fd = {listener.fileno(): listener for listener in self.listeners}
+        self._listen_queue = select.poll()  # "is anyone waiting to be accepted?"
+        for listener in self.listeners:
+            self._listen_queue.register(listener.fileno(), select.POLLIN)
+        self._accept_turn = True
         self.accepting = False
         for listener in self.listeners:
             # Accept must never block the selector thread; the sync worker copes
@@ -121,10 +125,8 @@ class GThreadWorker(ConnectionServer):
                     self._drain_wake_pipe()
                 elif isinstance(data, Client):
                     self._unpark(data)
-                else:
-                    self._accept(data)
             self._collect()
-            self._dispatch_ready()
+            self._dispatch()
             now = time.monotonic()
             self._expire_parked(now)
             self._check_requests(now)
@@ -156,23 +158,26 @@ class GThreadWorker(ConnectionServer):
             else:
                 self.selector.unregister(listener.fileno())
 
-    def _accept(self, listener: Listener) -> None:
-        """Take connections while a thread is free for each (fair accept)."""
-        accept = self.accepts[listener]
-        while self.free > 0 and self.alive:
-            if self.connections - len(self.parked) >= self.max_connections:
-                return
+    def _accept_one(self) -> bool:
+        """Take one connection from a listen queue for a free thread; False if
+        none was waiting (or another worker took it first)."""
+        if self.connections - len(self.parked) >= self.max_connections:
+            return False
+        for fd, _ in self._listen_queue.poll(0):
+            listener = self._by_fd[fd]
             try:
-                sock, addr = accept()
+                sock, addr = self.accepts[listener]()
             except (BlockingIOError, InterruptedError):
-                return  # another worker took it
+                continue  # another worker took it
             except OSError as exc:
                 self._accept_failed(exc)
-                return
+                return False
             if self.connections >= self.max_connections:
                 self._close_oldest_parked()
             self.connections += 1
             self._run(("new", listener, sock, addr))
+            return True
+        return False
 
     def _accept_failed(self, exc: OSError) -> None:
         self.log.warning("accept() failed: %s", exc)
@@ -210,10 +215,20 @@ class GThreadWorker(ConnectionServer):
         del self.parked[fd]
         self.ready.append(client)
 
-    def _dispatch_ready(self) -> None:
+    def _dispatch(self) -> None:
+        """Give free threads work: kept connections that spoke, and new ones
+        from the listen queue, taking turns while both wait, so that neither
+        the clients already connected nor the ones still queued are starved
+        (fair accept: a connection is taken only for a thread free now)."""
         ready = self.ready
-        while ready and self.free > 0:
-            self._run(ready.popleft())
+        while self.free > 0:
+            if (self._accept_turn or not ready) and self.alive and self._accept_one():
+                self._accept_turn = False
+            elif ready:
+                self._run(ready.popleft())
+                self._accept_turn = True
+            else:
+                return
 
     def _drop(self, client: Client) -> None:
         close(client.sock)
@@ -268,7 +283,7 @@ class GThreadWorker(ConnectionServer):
                 self.selector.unregister(client.fileno())
                 self._drop(client)
             self.parked.clear()
-        self._dispatch_ready()
+        self._dispatch()
         if self.give_up_at and time.monotonic() > self.give_up_at:
             self.log.error("worker %s: requests still running after --graceful-timeout; "
                            "exiting", self.pid)
@@ -361,9 +376,12 @@ class GThreadWorker(ConnectionServer):
     # --- the pool threads
 
     def _follows(self, client: Client) -> bool:
-        """Whether the client's next request arrives within FOLLOW_SECONDS, so
-        that this thread serves it without handing the connection back."""
-        if not FOLLOW_SECONDS or not self.alive or self.ready:
+        """Whether this thread should serve the client's next request itself:
+        only while some thread is idle and nothing waits for one (so nobody is
+        kept waiting by it), and only if the request comes within
+        FOLLOW_SECONDS. It saves handing the connection to the selector and
+        back, two thread switches, for a client that sends at once."""
+        if self.free <= 0 or self.ready or not self.alive:
             return False
         poller = select.poll()
         poller.register(client.fileno(), select.POLLIN)
