@@ -728,11 +728,13 @@ SETTINGS: list[Setting] = [
        example="--limit-request-body 10485760", metavar="BYTES", default_doc="0 (no limit)",
        short="The largest request body accepted, in bytes."),
     _s("keepalive", "HTTP protocol", ("--keep-alive",), nonneg_float, 2,
-       """How many seconds a worker waits for the next request on a persistent
-       (keep-alive) connection. A sync worker keeps a connection only while no other
-       client is waiting to be accepted, so keep-alive never makes a client wait for an
-       idle one (see ``docs/http.md``). 0 disables keep-alive: every response closes its
-       connection.""",
+       """How many seconds an idle persistent (keep-alive) connection is kept open
+       for its client's next request. A kept connection is closed only by its client,
+       after this long idle, or after a response that said ``Connection: close``. A
+       sync worker says ``close`` when another client waits to be accepted, and serves
+       newcomers while its kept connections are idle; a gthread worker parks them in a
+       selector (see ``docs/workers.md``). 0 disables keep-alive: every response
+       closes its connection, as Gunicorn's sync worker does.""",
        example="--keep-alive 5", metavar="SECONDS",
        short="Seconds to wait for the next request on a connection."),
     _s("header_timeout", "HTTP protocol", ("--header-timeout",), nonneg_float, 10.0,
