@@ -270,10 +270,7 @@ def close(conn: Any) -> None:
     connection itself, ``close`` only on this process's descriptor."""
     try:
         conn.shutdown(socket.SHUT_WR)
-        # What the client sent that we did not read would make close() send a
-        # RST; take what is already here (a request's stray CRLF) first.
-        conn.recv(RECV_SIZE, socket.MSG_DONTWAIT)
-    except (OSError, ValueError):  # ValueError: a TLS socket takes no recv flags
+    except OSError:  # the client reset it already
         pass
     conn.close()
 
