@@ -41,10 +41,13 @@ def sink(environ, start_response):
 
 
 def files(environ, start_response):
-    """Open ?n descriptors for the length of the request (?s seconds), then close them."""
+    """Open ?n descriptors for the length of the request (?s seconds), then close
+    them; one that cannot be opened (EMFILE) is an OSError raised by the app."""
     q = _query(environ)
-    fds = [os.open(os.devnull, os.O_RDONLY) for _ in range(int(q.get("n", "4")))]
+    fds = []
     try:
+        for _ in range(int(q.get("n", "4"))):
+            fds.append(os.open(os.devnull, os.O_RDONLY))
         time.sleep(float(q.get("s", "0.01")))
     finally:
         for fd in fds:
