@@ -47,7 +47,7 @@ SHORT = Profile(
     name="short", seed=12,
     kill_workers=4, kill_clients=6, kill_rounds=4,
     storm_clients=3, hup_signals=5, usr2_upgrades=1, ttin_ttou_signals=8,
-    sigchld_seconds=4.0, sigchld_rate=2000,
+    sigchld_seconds=6.0, sigchld_rate=4000,
     nofile=64, concurrent_connections=200,
     mutated_heads=5000, mutation_senders=6,
     exit_rounds=1, fork_rounds=1, leak_requests=40,
