@@ -23,7 +23,6 @@ import http.client
 import os
 import re
 import signal
-import time
 
 from conftest import wait_until
 
@@ -176,9 +175,9 @@ def test_close_that_blocks(test_app, profile, figures):
         finally:
             conn.close()
         # Longer than --timeout: the response is complete at once; the worker is aborted.
-        started = time.monotonic()
+        # (Were it sent only after close(), the worker would be aborted first.)
         status, body = _get(server.port, "/close_blocks?s=30")
-        assert status == 200 and time.monotonic() - started < 2, (status, body)
+        assert status == 200, (status, body)
         stuck = int(body.split(b"=")[1])
         server.wait_for_log(r"WORKER TIMEOUT \(pid:%d\) .*serving 'GET /close_blocks\?s=30" % stuck, 15)
         assert not wait_gone([stuck], 10)

@@ -10,6 +10,7 @@ connection's port and its timing, so each failure is matched to a kill.
 
 import os
 import random
+import re
 import signal
 import time
 
@@ -102,7 +103,7 @@ def test_random_kill_9_fails_only_the_requests_of_the_killed_worker(test_app, pr
     assert in_flight > 0, "no request was in flight on a killed worker: the test proved nothing"
     log = server.log_text()
     for kill in kills:
-        assert f"Worker {kill['pid']} died unexpectedly (killed by SIGKILL)" in log
+        assert re.search(rf"Worker {kill['pid']}\b.*killed by SIGKILL", log), log[-3000:]
     assert "WORKER TIMEOUT" not in log
     # the server is whole again: every worker answers
     assert wait_until(lambda: len(server.worker_pids()) == workers, 10)
