@@ -68,7 +68,8 @@ def test_sys_exit_in_a_request(test_app, profile, figures):
                 start = len(server.log_text())
                 status, body = _get(server.port, "/exits" + (f"?code={code}" if code else ""))
                 answers.append(status)
-                assert status == 500, (f"sys.exit({code!r}) answered {status} {body!r}; log:\n"
+                call = f"sys.exit({code if code.isdigit() else repr(code) if code else ''})"
+                assert status == 500, (f"{call} answered {status} {body!r}; log:\n"
                                        + server.log_text()[start:][-2000:])
                 # exactly one worker, the one that exited, is replaced
                 assert wait_until(lambda b=before: len(server.worker_pids()) == 2
