@@ -11,6 +11,8 @@ import sys
 import threading
 import time
 
+from conftest import alive, wait_until
+
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 # Runs prefork with a lower RLIMIT_NOFILE: ``serve(..., wrapper=nofile_wrapper(64))``.
@@ -47,18 +49,10 @@ def age(pid: int) -> float:
         return float(f.read().split()[0]) - started
 
 
-def alive(pid: int) -> bool:
-    return state(pid) not in ("", "Z", "X")
-
-
 def wait_gone(pids, timeout: float) -> list[int]:
     """Wait until none of ``pids`` runs; return those still running at the deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        left = [p for p in pids if alive(p)]
-        if not left or time.monotonic() > deadline:
-            return left
-        time.sleep(0.01)
+    wait_until(lambda: not any(alive(p) for p in pids), timeout)
+    return [p for p in pids if alive(p)]
 
 
 def _socket_inodes(pid: int) -> set[int]:
@@ -133,6 +127,19 @@ def holders_of_port(port: int) -> list[int]:
                 if _socket_inodes(int(entry)) & listening:
                     pids.append(int(entry))
     return pids
+
+
+def _handled(server, name):
+    return server.log_text().count(f"Handling signal: {name}")
+
+
+def send_counted(server, pid: int, sig: int, timeout: float = 10.0) -> None:
+    """Send ``sig`` to ``pid`` and wait until a master has logged handling it."""
+    name = signal.Signals(sig).name[3:].lower()
+    before = _handled(server, name)
+    os.kill(pid, sig)
+    assert wait_until(lambda: _handled(server, name) > before, timeout), (
+        f"{name} to {pid} not handled within {timeout} s; log:\n{server.log_text()[-3000:]}")
 
 
 class SignalFlood(threading.Thread):

@@ -24,10 +24,10 @@ import os
 import re
 import signal
 
-from conftest import wait_until
+from conftest import alive, wait_until
 
 from .clients import ClientPool, send_raw
-from .procs import alive, holders_of_port, nofile_wrapper, port_bindable, wait_gone
+from .procs import holders_of_port, nofile_wrapper, port_bindable, wait_gone
 
 
 def _background(server, profile):

@@ -15,8 +15,7 @@ import signal
 from conftest import wait_until
 
 from .clients import burst
-from .procs import nofile_wrapper, open_fds
-from .test_signal_storms import send_counted
+from .procs import nofile_wrapper, open_fds, send_counted
 
 FITS = b"GET /files?n=8&s=0.01 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
 TOO_MANY = b"GET /files?n=%d&s=0.01 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"

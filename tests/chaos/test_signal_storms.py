@@ -29,23 +29,10 @@ import random
 import re
 import signal
 
-from conftest import wait_until
+from conftest import alive
 
 from .clients import ClientPool
-from .procs import SignalFlood, alive, wait_gone
-
-
-def _handled(server, name):
-    return server.log_text().count(f"Handling signal: {name}")
-
-
-def send_counted(server, pid, sig, timeout=10.0):
-    """Send ``sig`` to ``pid`` and wait until a master has logged handling it."""
-    name = signal.Signals(sig).name[3:].lower()
-    before = _handled(server, name)
-    os.kill(pid, sig)
-    assert wait_until(lambda: _handled(server, name) > before, timeout), (
-        f"{name} to {pid} not handled within {timeout} s; log:\n{server.log_text()[-3000:]}")
+from .procs import SignalFlood, send_counted, wait_gone
 
 
 def _no_failures(pool, figures, **more):
