@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .app import AppNotFound, load_app, prepare_path
-from .heartbeat import BOOTING, BUSY, IDLE, HeartbeatSlot, beat_interval
+from .heartbeat import BOOTING, BUSY, IDLE, HeartbeatSlot, beat_interval, default_tmp_dir
 from .logs import Logger
 from .pidfile import Pidfile, PidfileError, alive
 from .settings import Address, Config, ConfigError
@@ -181,6 +181,7 @@ class Arbiter:
         self.log.info("Starting prefork %s", _version())
         self.hook("on_starting", self)
         self._load_tls()
+        check_worker_tmp_dir(self.cfg.worker_tmp_dir)
         self._install_signals()
         self._bind()
         if self.cfg.daemon and not self.upgrade_from:  # an upgrade's new master is detached already
@@ -899,6 +900,18 @@ class Arbiter:
 
     def hook(self, name: str, *args: Any) -> None:
         run_hook(self.cfg, self.log, name, *args)
+
+
+def check_worker_tmp_dir(tmp_dir: str | None) -> None:
+    """``StartupError`` unless a worker's heartbeat file can be made in ``tmp_dir``:
+    found at start, not by a master that retries every second with no worker."""
+    try:
+        HeartbeatSlot(tmp_dir).close()
+    except (OSError, ValueError) as exc:
+        where = tmp_dir or f"{default_tmp_dir()} (the default)"
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise StartupError(f"--worker-tmp-dir {where} cannot hold the workers' heartbeat "
+                           f"files: {reason}") from None
 
 
 def _id(value: int | None) -> int:

@@ -183,13 +183,14 @@ class Invocation:
         if path is None and self.env_layer is not None:
             path = self.env_layer.values.get("config")
         layers: list[Layer] = []
-        if path is None:
+        found = path is None
+        if found:
             path = next((p for p in DEFAULT_CONFIG_FILES if os.path.isfile(p)), None)
             if path is not None:
                 layers.append(Layer("default (found in the current directory)", {"config": path}))
         if path is None:
             return layers, []
-        file_layer, warnings = load_config_file(path)
+        file_layer, warnings = load_config_file(path, found=found)
         return [*layers, file_layer], warnings
 
     def load(self, env: Mapping[str, str], need_app: bool = True) -> Config:
@@ -262,9 +263,16 @@ def _show(value: Any) -> str:
 
 
 def check_config(cfg: Config) -> int:
-    """Import the application as a worker would; 0 if it loads, 1 otherwise."""
+    """Check that workers' heartbeat files can be made, and import the application
+    as a worker would; 0 if all is well, 1 otherwise."""
     from .app import AppNotFound, load_app, prepare_path
+    from .arbiter import StartupError, check_worker_tmp_dir
 
+    try:
+        check_worker_tmp_dir(cfg.worker_tmp_dir)
+    except StartupError as exc:
+        click.echo(f"prefork: error: {exc}", err=True)
+        return 1
     try:
         prepare_path(cfg.chdir, cfg.pythonpath)
         load_app(cfg.app_uri)

@@ -30,7 +30,8 @@ _HOOK = "A server hook: a function in the config file that the server calls."
 GUNICORN_SETTINGS: dict[str, GunicornSetting] = {g.name: g for g in [
     # config file
     _g("config", "-c --config", note="prefork reads ./prefork.conf.py by default, and "
-       "./gunicorn.conf.py when there is no prefork.conf.py."),
+       "./gunicorn.conf.py when there is no prefork.conf.py; as root, not one that another "
+       "user could have written."),
     _g("wsgi_app"),
     # debugging
     _g("reload", "--reload", FLAG),

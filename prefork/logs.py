@@ -5,6 +5,12 @@
 # from the master and every worker interleave whole and no process ever waits
 # on a lock held by another. Files are reopened on USR1 (for logrotate).
 #
+# Log files are opened by the master, often as root, in directories that the
+# workers' user may be able to write to. So a log file is never opened through
+# a symbolic link, what was opened is checked before it is written to (see
+# ``open_log_file``), and ownership is given through the open descriptor,
+# never through the path, which may have been replaced in the meantime.
+#
 # Access lines are built by a function compiled once from the format: only the
 # atoms the format uses are computed, and nothing at all is computed when the
 # access log is off (the worker checks ``access_enabled`` before timing a
@@ -13,11 +19,13 @@ from __future__ import annotations
 
 import base64
 import datetime
+import errno
 import json
 import logging
 import logging.config
 import os
 import re
+import stat
 import sys
 import time
 import traceback
@@ -30,18 +38,94 @@ ERROR_FORMAT = "[%(asctime)s] [%(process)d] [%(levelname)s] %(message)s"
 DATE_FORMAT = "%Y-%m-%d %H:%M:%S %z"
 
 
+# These names are symbolic links, which a log file may not be; they mean the
+# stream itself, as ``-`` does (1: standard output, 2: standard error).
+STANDARD_STREAMS = {"/dev/stdout": 1, "/dev/stderr": 2, "/dev/fd/1": 1, "/dev/fd/2": 2,
+                    "/proc/self/fd/1": 1, "/proc/self/fd/2": 2}
+
+# O_NONBLOCK only for the open itself: a FIFO nobody reads must not hang the master.
+_OPEN_FLAGS = (os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
+               | os.O_NOCTTY | os.O_NONBLOCK)
+
+
+class UnsafeLogFile(OSError):
+    """A log file path that prefork refuses to write to (``strerror`` says why)."""
+
+
+def open_log_file(path: str, regular_only: bool = False) -> int:
+    """Open ``path`` for appending, creating it if needed, and return the descriptor.
+
+    The last component is never followed if it is a symbolic link. A FIFO or
+    a character device (``/dev/null``) is accepted unless ``regular_only``
+    (a reopen, when only a regular file is expected). Running as root, a
+    regular file with more than one hard link is refused: it may be a link,
+    made by a less privileged user, to a file that only root may write.
+    Raises ``OSError`` (``UnsafeLogFile`` for a refusal) with ``filename`` set.
+    """
+    try:
+        fd = os.open(path, _OPEN_FLAGS, 0o644)
+    except OSError as exc:
+        raise _open_error(exc, path) from None
+    try:
+        _check_opened(fd, path, regular_only)
+        os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _open_error(exc: OSError, path: str) -> OSError:
+    if exc.errno == errno.ELOOP and os.path.islink(path):
+        return UnsafeLogFile(exc.errno, "it is a symbolic link, and log files are never "
+                             "opened through one", path)
+    if exc.errno == errno.ENXIO and _is_fifo(path):
+        return OSError(exc.errno, "it is a FIFO that nobody reads", path)
+    return exc
+
+
+def _is_fifo(path: str) -> bool:
+    try:
+        return stat.S_ISFIFO(os.lstat(path).st_mode)
+    except OSError:
+        return False
+
+
+def _check_opened(fd: int, path: str, regular_only: bool) -> None:
+    st = os.fstat(fd)
+    if stat.S_ISREG(st.st_mode):
+        if st.st_nlink > 1 and os.geteuid() == 0:
+            raise UnsafeLogFile(errno.EPERM, f"it has {st.st_nlink} hard links, so it may "
+                                "be another file linked there", path)
+    elif regular_only or not (stat.S_ISFIFO(st.st_mode) or stat.S_ISCHR(st.st_mode)):
+        raise UnsafeLogFile(errno.EPERM, "it is not a regular file", path)
+
+
+def _is_regular(fd: int) -> bool:
+    try:
+        return stat.S_ISREG(os.fstat(fd).st_mode)
+    except OSError:
+        return False
+
+
 class LineHandler(logging.Handler):
     """Writes each record as one line with a single ``write(2)``.
 
-    ``target`` is a file path, opened with O_APPEND, or ``-`` for a duplicate of
-    ``default_fd`` (so that it keeps pointing where that descriptor pointed when
-    the handler was made, even after ``--capture-output`` redirects it).
+    ``target`` is a file path, opened with O_APPEND by ``open_log_file``, or
+    ``-`` for a duplicate of ``default_fd`` (so that it keeps pointing where
+    that descriptor pointed when the handler was made, even after
+    ``--capture-output`` redirects it). ``/dev/stdout`` and ``/dev/stderr``
+    are the same as ``-`` with ``streams[0]`` or ``streams[1]``.
     Usable from ``logging.config``: ``{"()": "prefork.logs.LineHandler",
     "target": "/var/log/app.log"}``.
     """
 
-    def __init__(self, target: str = "-", default_fd: int = 2) -> None:
+    def __init__(self, target: str = "-", default_fd: int = 2,
+                 streams: tuple[int, int] = (1, 2)) -> None:
         super().__init__()
+        stream = STANDARD_STREAMS.get(target)
+        if stream is not None:
+            target, default_fd = "-", streams[stream - 1]
         self.target = target
         self.default_fd = default_fd
         self.fd = self._open()
@@ -49,7 +133,7 @@ class LineHandler(logging.Handler):
     def _open(self) -> int:
         if self.target == "-":
             return os.dup(self.default_fd)
-        return os.open(self.target, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        return open_log_file(self.target)
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
@@ -69,10 +153,11 @@ class LineHandler(logging.Handler):
             data = data[written:]
 
     def reopen(self) -> None:
-        """Open the file again (after logrotate moved it) and switch to it."""
-        if self.target == "-":
+        """Open the file again (after logrotate moved it) and switch to it.
+        A FIFO or a device is not reopened: there is nothing to rotate."""
+        if self.target == "-" or (self.fd >= 0 and not _is_regular(self.fd)):
             return
-        new_fd = self._open()  # on failure the old file stays in use
+        new_fd = open_log_file(self.target, regular_only=True)  # on failure the old file stays
         old_fd, self.fd = self.fd, new_fd
         if old_fd >= 0:
             os.close(old_fd)
@@ -272,11 +357,13 @@ class Logger:
         self.configure(cfg.errorlog, cfg.loglevel, cfg.accesslog, **_options(cfg))
 
     def chown_files(self, uid: int, gid: int) -> None:
-        """Give the log files to the workers' user, so they can reopen them (USR1)."""
+        """Give the log files to the workers' user, so they can reopen them (USR1).
+
+        Through the open descriptors: the path may lead elsewhere by now."""
         for handler in self._handlers:
-            if handler.target != "-":
+            if handler.target != "-" and handler.fd >= 0 and _is_regular(handler.fd):
                 try:
-                    os.chown(handler.target, uid, gid)
+                    os.fchown(handler.fd, uid, gid)
                 except OSError as exc:
                     self.warning("cannot give %s to the workers' user: %s", handler.target, exc)
 
@@ -338,7 +425,7 @@ class Logger:
             self._redirect_output()
 
     def _handler(self, target: str, default_fd: int, error: bool) -> LineHandler:
-        handler = LineHandler(target, default_fd)
+        handler = LineHandler(target, default_fd, (self._stdout, self._stderr))
         if self._json:
             handler.setFormatter(JSONFormatter())
         elif error:
@@ -366,7 +453,8 @@ class Logger:
 
     def _redirect_output(self) -> None:
         """--capture-output: the process's fds 1 and 2 into the error log."""
-        target = self._error_handler.fd if self._error_handler.target != "-" else self._stderr
+        handler = self._error_handler
+        target = handler.fd if handler.target != "-" else handler.default_fd
         for stream in (sys.stdout, sys.stderr):
             try:
                 stream.flush()
@@ -439,7 +527,10 @@ class Logger:
                 elif isinstance(handler, logging.FileHandler):
                     _reopen_file_handler(handler)
             except OSError as exc:
-                self.warning("cannot reopen a log file, still writing to the old one: %s", exc)
+                name = exc.filename or getattr(handler, "target", None) or \
+                    getattr(handler, "baseFilename", "a log file")
+                self.error("cannot reopen log file %s: %s; still writing to the one open before",
+                           name, exc.strerror or exc)
         if self.capture_output:
             self._redirect_output()
 
@@ -504,11 +595,15 @@ def _all_handlers(own: list[LineHandler]) -> Iterator[logging.Handler]:
 
 
 def _reopen_file_handler(handler: logging.FileHandler) -> None:
+    """Reopen a logging.FileHandler's file as safely as our own (appending:
+    a reopened file is never truncated); on failure the old stream stays."""
     handler.acquire()
     try:
-        if handler.stream is not None:
+        if handler.stream is not None and _is_regular(handler.stream.fileno()):
+            fd = open_log_file(handler.baseFilename, regular_only=True)
+            stream = open(fd, "a", encoding=handler.encoding, errors=handler.errors)
             handler.stream.close()
-            handler.stream = handler._open()
+            handler.stream = stream
     finally:
         handler.release()
 

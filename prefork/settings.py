@@ -515,7 +515,11 @@ SETTINGS: list[Setting] = [
        (``python:package.module``) whose module-level names set settings and server
        hooks. Defaults to ``./prefork.conf.py`` when that file exists, else to
        ``./gunicorn.conf.py`` when that one does. Command-line options and
-       ``PREFORK_CMD_ARGS`` override values from the file.""",
+       ``PREFORK_CMD_ARGS`` override values from the file. Running as root, a file
+       found in the current directory is refused (one line, exit status 2) when it is
+       owned by another user or writable by its group or others, since whoever can
+       write it could run code as root; a file named with ``-c`` is run, with a
+       warning.""",
        example="-c /etc/prefork/prefork.conf.py", metavar="CONFIG",
        default_doc="./prefork.conf.py, else ./gunicorn.conf.py, if it exists", from_file=False),
     _s("bind", "Server socket", ("-b", "--bind"), bind_list, default_bind,
@@ -550,7 +554,9 @@ SETTINGS: list[Setting] = [
     _s("worker_tmp_dir", "Worker processes", ("--worker-tmp-dir",), optional_dir, None,
        """The directory for the workers' heartbeat files. The files are unlinked as
        soon as they are opened, so nothing is left behind. Defaults to ``/dev/shm``
-       when it exists (memory-backed), else the system temporary directory.""",
+       when it exists (memory-backed), else the system temporary directory. A
+       directory where the master cannot create and allocate such a file (read-only,
+       full, ``/proc``) stops the server at start with one line and exit status 1.""",
        example="--worker-tmp-dir /dev/shm", metavar="DIR",
        default_doc="/dev/shm if present, else $TMPDIR"),
     _s("chdir", "Server mechanics", ("--chdir",), optional_dir, None,
@@ -607,6 +613,18 @@ SETTINGS: list[Setting] = [
        idle one (see ``docs/http.md``). 0 disables keep-alive: every response closes its
        connection.""",
        example="--keep-alive 5", metavar="SECONDS"),
+    _s("header_timeout", "HTTP protocol", ("--header-timeout",), nonneg_float, 10.0,
+       """How long a client may take to send a request head (the request line and
+       every header field), counted from the moment its connection is accepted or, on a
+       kept-alive connection, from the first byte of its next request. A client that is
+       not done by then is answered ``408 Request Timeout`` and disconnected. A sync
+       worker serves one connection at a time, so this bounds how long a slow or
+       malicious client (slowloris) can keep a worker from everyone else. A head is
+       usually one packet, so 10 s leaves ample room for a poor mobile link. For comparison,
+       Apache httpd's ``mod_reqtimeout`` allows 20 s (up to 40 s while data keeps
+       coming), and nginx's ``client_header_timeout`` 60 s, where a waiting client
+       holds no process; Gunicorn has no such deadline. 0 disables it.""",
+       example="--header-timeout 5", metavar="SECONDS"),
     _s("header_map", "HTTP protocol", ("--header-map",), choice("drop", "refuse", "dangerous"),
        "drop",
        """What to do with request header names that contain ``_``. In the WSGI environ
@@ -735,8 +753,9 @@ SETTINGS: list[Setting] = [
        config file and line, environment variable or command line), then exit.""",
        example="--print-config", is_flag=True, from_file=False),
     _s("check_config", "Config file", ("--check-config",), boolean, False,
-       """Load the configuration and import the application, then exit: status 0 if
-       both are fine, 1 with the error otherwise. For a CI step or a systemd
+       """Load the configuration, check that ``--worker-tmp-dir`` can hold the
+       heartbeat files, and import the application, then exit: status 0 if all is
+       fine, 1 with the error otherwise. For a CI step or a systemd
        ``ExecStartPre``.""",
        example="--check-config", is_flag=True, from_file=False),
     _s("access_log_format", "Logging", ("--access-logformat",), access_log_format,
@@ -979,17 +998,21 @@ def build_config(layers: list[Layer], env: Mapping[str, str], app_uri: str = "")
 # --- config files
 
 
-def load_config_file(path: str) -> tuple[Layer, list[str]]:
+def load_config_file(path: str, found: bool = False) -> tuple[Layer, list[str]]:
     """Run a Python config file; its module-level names that match settings set
-    them. Returns the layer and warnings about names that set nothing."""
+    them. Returns the layer and warnings about names that set nothing.
+
+    ``found``: the file was found in the working directory rather than named.
+    Running as root, such a file is refused if someone else could have written
+    it (see ``untrusted_reason``); a named one only gets a warning."""
+    warnings: list[str] = []
     if path.startswith("python:"):
         namespace, filename = _config_module(path[len("python:"):])
     else:
-        namespace, filename = _exec_config_file(path)
+        namespace, filename = _exec_config_file(path, found, warnings)
     lines = _assignment_lines(filename) if filename else {}
     values: dict[str, Any] = {}
     value_lines: dict[str, int] = {}
-    warnings: list[str] = []
     for name, value in namespace.items():
         # Private names, imports and constants (setting names are lower case)
         # are the file's own business.
@@ -1032,10 +1055,37 @@ def gunicorn_unsupported_message(name: str, flag: str = "") -> str:
     return f"Gunicorn {what} is not supported by prefork yet; ignored" + (f". {note}" if note else "")
 
 
-def _exec_config_file(path: str) -> tuple[dict[str, Any], str]:
+def untrusted_reason(st: os.stat_result) -> str:
+    """Why root should not run a file with this status ("" when it may, or when
+    not running as root): owned by another user, or writable by group or others."""
+    if os.geteuid() != 0:
+        return ""
+    reasons = []
+    if st.st_uid not in (0, os.getuid()):
+        import pwd
+
+        try:
+            owner = f"{pwd.getpwuid(st.st_uid).pw_name} (uid {st.st_uid})"
+        except KeyError:
+            owner = f"uid {st.st_uid}"
+        reasons.append(f"it is owned by {owner}, not by root")
+    writable = [who for who, bit in (("its group", 0o020), ("others", 0o002)) if st.st_mode & bit]
+    if writable:
+        reasons.append(f"it is writable by {' and '.join(writable)}")
+    return ", and ".join(reasons)
+
+
+def _exec_config_file(path: str, found: bool, warnings: list[str]) -> tuple[dict[str, Any], str]:
     filename = os.path.abspath(path)
     try:
         with open(filename, "rb") as f:
+            # Judged on the open file, so that what is checked is what is run.
+            reason = untrusted_reason(os.fstat(f.fileno()))
+            if reason and found:
+                raise ConfigError(f"refusing to run {filename}, found in the current directory, "
+                                  f"as root: {reason}; fix its owner or mode, or name it with -c")
+            if reason:
+                warnings.append(f"{filename}: running this config file as root although {reason}")
             source = f.read()
     except OSError as exc:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None

@@ -46,6 +46,19 @@ def test_app(prefork_server):
     return start
 
 
+@pytest.fixture
+def shared_dir():
+    """A directory the unprivileged worker user can create files in."""
+    import pathlib
+    import shutil
+    import tempfile
+
+    path = pathlib.Path(tempfile.mkdtemp(prefix="prefork-shared-", dir="/tmp"))
+    os.chmod(path, 0o777)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
 def raw_request(port, data, timeout=5.0, read_all=True):
     """Send raw bytes, return everything the server sends until it closes."""
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:

@@ -356,3 +356,28 @@ def test_settings_doc_covers_every_setting():
         for flag in setting.flags:
             assert f"`{flag}" in section
         assert setting.example and "Example:" in section, f"{setting.name}: give it an example"
+
+
+# --- header_timeout
+
+
+def test_header_timeout_default_flag_and_file(tmp_path):
+    proc = run_prefork("--print-config", "basic:hello")
+    assert "header_timeout = 10.0" in proc.stdout and proc.returncode == 0
+    proc = run_prefork("--print-config", "--header-timeout", "2.5", "basic:hello")
+    line = next(x for x in proc.stdout.splitlines() if x.startswith("header_timeout = "))
+    assert line.startswith("header_timeout = 2.5 ") and line.endswith("# command line")
+    conf = tmp_path / "conf.py"
+    conf.write_text("header_timeout = 0\n")
+    proc = run_prefork("--print-config", "-c", str(conf), "basic:hello")
+    assert "header_timeout = 0.0" in proc.stdout, proc.stdout
+
+
+@pytest.mark.parametrize("value, message", [
+    ("-1", "must be a finite number ≥ 0, got '-1'"),
+    ("soon", "expected a number of seconds, got 'soon'"),
+    ("inf", "must be a finite number ≥ 0, got 'inf'"),
+])
+def test_header_timeout_bad_values(value, message):
+    proc = run_prefork("--header-timeout", value, "basic:hello")
+    assert (proc.returncode, proc.stderr.strip()) == (2, f"prefork: error: --header-timeout: {message}")

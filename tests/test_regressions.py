@@ -46,19 +46,6 @@ def test_boot_failure_with_slow_worker_exit_hook_still_stops(tmp_path):
     assert "Shutting down: the application could not be loaded" in proc.stderr
 
 
-@pytest.fixture
-def shared_dir():
-    """A directory the unprivileged worker user can create files in."""
-    import pathlib
-    import shutil
-    import tempfile
-
-    path = pathlib.Path(tempfile.mkdtemp(prefix="prefork-shared-", dir="/tmp"))
-    os.chmod(path, 0o777)
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
-
-
 @root_only
 def test_usr1_with_user_reopens_and_workers_survive(test_app, shared_dir):
     tmp_path = shared_dir
