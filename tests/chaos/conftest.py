@@ -60,7 +60,7 @@ LONG = Profile(
     storm_clients=6, hup_signals=20, usr2_upgrades=4, ttin_ttou_signals=40,
     sigchld_seconds=30.0, sigchld_rate=4000,
     nofile=64, concurrent_connections=500,
-    mutated_heads=50000, mutation_senders=8,
+    mutated_heads=30000, mutation_senders=8,
     exit_rounds=5, fork_rounds=5, leak_requests=120,
     master_kill_rounds=3,
 )
