@@ -27,6 +27,7 @@ class Profile:
     hup_signals: int
     usr2_upgrades: int
     ttin_ttou_signals: int
+    recycle_requests: int  # requests under --max-requests 20
     sigchld_seconds: float
     sigchld_rate: int  # signals per second to the master
     # ulimit -n with many concurrent connections
@@ -46,7 +47,7 @@ class Profile:
 SHORT = Profile(
     name="short", seed=12,
     kill_workers=4, kill_clients=6, kill_rounds=4,
-    storm_clients=3, hup_signals=5, usr2_upgrades=1, ttin_ttou_signals=8,
+    storm_clients=3, hup_signals=5, usr2_upgrades=1, ttin_ttou_signals=8, recycle_requests=300,
     sigchld_seconds=6.0, sigchld_rate=4000,
     nofile=64, concurrent_connections=200,
     mutated_heads=5000, mutation_senders=6,
@@ -57,7 +58,7 @@ SHORT = Profile(
 LONG = Profile(
     name="long", seed=12,
     kill_workers=4, kill_clients=8, kill_rounds=30,
-    storm_clients=6, hup_signals=20, usr2_upgrades=4, ttin_ttou_signals=40,
+    storm_clients=6, hup_signals=20, usr2_upgrades=4, ttin_ttou_signals=40, recycle_requests=3000,
     sigchld_seconds=30.0, sigchld_rate=4000,
     nofile=64, concurrent_connections=500,
     mutated_heads=30000, mutation_senders=8,

@@ -79,6 +79,20 @@ def test_ttin_ttou_storm_under_keep_alive_load(test_app, profile, figures):
     _no_failures(pool, figures, signals=profile.ttin_ttou_signals, final_workers=wanted)
 
 
+def test_max_requests_recycling_under_keep_alive_load(test_app, profile, figures):
+    """Recycling is the storm a busy server makes by itself: every worker is
+    replaced every ~20 requests, and retires like a HUP's old generation."""
+    server = test_app("chaos_apps:router", workers=2, max_requests=20, max_requests_jitter=5)
+    first = set(server.worker_pids())
+    with ClientPool(server.port, clients=profile.storm_clients, path="/pid?s=0.002",
+                    seed=profile.seed) as pool:
+        pool.wait_requests(profile.recycle_requests, timeout=60 + profile.recycle_requests / 10)
+    recycled = server.log_text().count("reached its request limit")
+    _no_failures(pool, figures, recycled=recycled)
+    assert recycled >= profile.recycle_requests // 25 - 2, recycled
+    assert not set(server.worker_pids()) & first
+
+
 def _upgrade(server, pool, old):
     """USR2 ``old``; return the new master's pid once its workers are ready."""
     start = len(server.log_text())
