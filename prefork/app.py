@@ -2,21 +2,30 @@
 # with ``ast`` (never ``eval``): ``module``, ``module:name``,
 # ``module:obj.attr`` or a factory call with literal arguments,
 # ``module:create_app('prod', debug=False)``. A typo (missing module or
-# attribute, or an object that is not callable) is an ``AppNotFound`` with a
-# one-line message; an exception raised by the application's own code while it
-# is imported or built propagates with its traceback.
+# attribute, or an object that is not callable) and an ASGI application are an
+# ``AppNotFound`` with a one-line message, found before any request is served;
+# an exception raised by the application's own code while it is imported
+# propagates with its traceback, and one raised by a factory is wrapped in
+# ``FactoryFailed``, so that the message says which of the two happened
+# (``describe_failure``).
 from __future__ import annotations
 
 import ast
 import importlib
+import inspect
 import os
 import sys
+import traceback
 from collections.abc import Callable
 from typing import Any
 
 
 class AppNotFound(Exception):
-    """APP_MODULE does not name a callable; the message says what is missing."""
+    """APP_MODULE does not name a WSGI callable; the message says what is wrong."""
+
+
+class FactoryFailed(Exception):
+    """The factory APP_MODULE calls raised; ``__cause__`` is its exception."""
 
 
 class AppSpec:
@@ -80,8 +89,26 @@ def import_module(name: str) -> Any:
         # Only a missing module *named by the user* is a typo; a missing
         # dependency inside the application is the application's error.
         if exc.name and (name == exc.name or name.startswith(exc.name + ".")):
-            raise AppNotFound(f"no module named {name!r} (looked in {os.getcwd()})") from None
+            raise AppNotFound(f"no module named {name!r} (looked in {os.getcwd()})"
+                              f"{_chdir_hint(name)}") from None
         raise
+
+
+def _chdir_hint(name: str) -> str:
+    """A directory below this one from which ``name`` would import (a Django
+    project run from the folder above it: mysite/mysite/wsgi.py), as a hint."""
+    parts = name.split(".")
+    try:
+        dirs = sorted(e.name for e in os.scandir() if e.is_dir() and not e.name.startswith("."))
+    except OSError:
+        return ""
+    # The directory named like the package first: that is the usual layout.
+    for folder in sorted(dirs[:500], key=lambda d: d != parts[0]):
+        base = os.path.join(folder, *parts)
+        for candidate in (base + ".py", os.path.join(base, "__init__.py")):
+            if os.path.isfile(candidate):
+                return f"; {candidate} exists: run from {folder} or add --chdir {folder}"
+    return ""
 
 
 def load_app(uri: str) -> Callable[..., Any]:
@@ -112,9 +139,46 @@ def load_app(uri: str) -> Callable[..., Any]:
         if not callable(obj):
             raise AppNotFound(f"{path!r} is not callable, so it cannot be a factory")
         args, kwargs = spec.call
-        obj = obj(*args, **kwargs)
+        try:
+            obj = obj(*args, **kwargs)
+        except Exception as exc:
+            raise FactoryFailed(f"the factory {path!r} raised an exception when called") from exc
         path = f"{path}(...)"
     if not callable(obj):
         raise AppNotFound(f"{path!r} is not callable (it is a {type(obj).__name__})")
+    kind = asgi_kind(obj)
+    if kind:
+        raise AppNotFound(f"{path!r} is an ASGI application ({kind}) and prefork serves "
+                          "WSGI: name a WSGI callable (for Django, PROJECT.wsgi:application)")
     app: Callable[..., Any] = obj
     return app
+
+
+def _async_call(cls: type) -> bool:
+    """Whether instances of ``cls`` have an ``async def __call__``."""
+    for klass in cls.__mro__:
+        if "__call__" in vars(klass):
+            return inspect.iscoroutinefunction(vars(klass)["__call__"])
+    return False
+
+
+def asgi_kind(obj: Any) -> str:
+    """How ``obj`` looks like an ASGI application, or "" if it does not."""
+    if inspect.iscoroutinefunction(obj):
+        return "an async function"
+    if inspect.isclass(obj):
+        return "a class with an async __call__" if _async_call(obj) else ""
+    return "an object with an async __call__" if _async_call(type(obj)) else ""
+
+
+def describe_failure(uri: str, exc: BaseException) -> str:
+    """Why the application cannot be loaded: one line for ``AppNotFound``, else
+    what raised (the import or the factory) and the traceback."""
+    if isinstance(exc, AppNotFound):
+        return f"cannot load the application: {exc}"
+    if isinstance(exc, FactoryFailed) and exc.__cause__ is not None:
+        what, exc = str(exc), exc.__cause__
+    else:
+        what = "an exception was raised while importing it"
+    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    return f"cannot load the application {uri!r}: {what}\n{text.rstrip()}"

@@ -50,8 +50,8 @@ from .sockets import (
 from .systemd import Notifier, listen_fds, watchdog_interval
 from .tls import TLSSetupError, build_context
 from .tls import describe as describe_tls
+from .workers import worker_class
 from .workers.base import EXIT_APP_LOAD_ERROR, EXIT_BOOT_ERROR, Worker, run_hook
-from .workers.sync import SyncWorker
 
 SIGNALS = ("HUP", "QUIT", "INT", "TERM", "TTIN", "TTOU", "USR1", "USR2", "WINCH", "CHLD")
 RETIRE = signal.SIGHUP  # to a worker: finish, then exit when idle
@@ -198,7 +198,7 @@ class Arbiter:
                 raise StartupError(str(exc)) from None
         if self.cfg.preload_app:
             self._preload()
-        self.log.info("Using worker: sync")
+        self.log.info("Using worker: %s", self.cfg.worker_class)
         self.hook("nworkers_changed", self, self.num_workers, None)
         self.maintain()
 
@@ -294,9 +294,10 @@ class Arbiter:
         missing = {"tls"} if self.ssl_context else set()
         if self.cfg.proxy_protocol:
             missing.add("proxy_protocol")
-        missing -= SyncWorker.supports
+        missing -= worker_class(self.cfg.worker_class).supports
         if missing:
-            raise StartupError(f"the sync worker does not support {' and '.join(sorted(missing))} yet")
+            raise StartupError(f"the {self.cfg.worker_class} worker does not support "
+                               f"{' and '.join(sorted(missing))} yet")
         if self.ssl_context is not None:
             self.log.info("%s", describe_tls(self.cfg))
 
@@ -725,8 +726,8 @@ class Arbiter:
     def _spawn_worker(self) -> None:
         self.worker_age += 1
         slot = HeartbeatSlot(self.cfg.worker_tmp_dir)
-        worker = SyncWorker(self.cfg, self.listeners, slot, self.log, self.worker_age, self.pid,
-                            app=self.app)
+        worker = worker_class(self.cfg.worker_class)(
+            self.cfg, self.listeners, slot, self.log, self.worker_age, self.pid, app=self.app)
         worker.ssl_context = self.ssl_context
         self.hook("pre_fork", self, worker)
         # Signals sent to the new worker before it has its own handlers must not

@@ -6,7 +6,9 @@
 # setting with that name (or with it as ``gunicorn=`` alias) is added there.
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 VALUE = "value"  # the flag takes a value: --threads 4
 FLAG = "flag"  # a switch: --preload
@@ -47,8 +49,10 @@ GUNICORN_SETTINGS: dict[str, GunicornSetting] = {g.name: g for g in [
     # worker processes
     _g("workers", "-w --workers"),
     _g("worker_class", "-k --worker-class",
-       note="prefork's workers are sync workers; other worker classes are not available."),
-    _g("threads", "--threads"),
+       note="A class prefork does not have (gevent, eventlet, tornado, an ASGI or any other "
+            "class path) stops prefork with exit status 2 and a message saying what to use."),
+    _g("threads", "--threads", note="Each sync worker serves one request at a time: "
+       "to serve as many requests at once, raise --workers."),
     _g("worker_connections", "--worker-connections",
        note="Only meaningful for async workers."),
     _g("max_requests", "--max-requests"),
@@ -65,7 +69,8 @@ GUNICORN_SETTINGS: dict[str, GunicornSetting] = {g.name: g for g in [
        note="prefork serves WSGI applications only."),
     _g("websocket_max_message_size", "--websocket-max-message-size"),
     # security
-    _g("limit_request_line", "--limit-request-line"),
+    _g("limit_request_line", "--limit-request-line",
+       note="The default is 8190, not 4094 (RFC 9112 §3); values above 8190 are allowed."),
     _g("limit_request_fields", "--limit-request-fields"),
     _g("limit_request_field_size", "--limit-request-field_size"),
     # server mechanics
@@ -178,3 +183,43 @@ GUNICORN_SETTINGS: dict[str, GunicornSetting] = {g.name: g for g in [
 GUNICORN_FLAGS: dict[str, GunicornSetting] = {
     flag: g for g in GUNICORN_SETTINGS.values() for flag in g.flags
 }
+
+
+# --- warnings about Gunicorn settings prefork ignores
+
+
+class IgnoredSetting(str):
+    """A warning about a setting that sets nothing, with the setting's name and
+    value, so that the harmless ones can be told apart once the whole
+    configuration is known (``harmless``)."""
+
+    setting: str
+    value: Any
+
+    def __new__(cls, text: str, setting: str, value: Any = None) -> IgnoredSetting:
+        warning = super().__new__(cls, text)
+        warning.setting = setting
+        warning.value = value
+        return warning
+
+
+def _is_one(value: Any) -> bool:
+    try:
+        return not isinstance(value, bool) and int(str(value).strip()) == 1
+    except ValueError:
+        return False
+
+
+# Gunicorn settings whose value changes nothing under prefork's configuration:
+# they are mentioned at debug level only, so that the warnings that remain are
+# the ones that change how the server behaves.
+HARMLESS: dict[str, Callable[[Any, Any], bool]] = {
+    "threads": lambda value, cfg: _is_one(value),
+    "worker_connections": lambda value, cfg: cfg.worker_class == "sync",
+}
+
+
+def harmless(warning: str, cfg: Any) -> bool:
+    """Whether ``warning`` is about a setting that is a no-op with ``cfg``."""
+    check = HARMLESS.get(getattr(warning, "setting", ""))
+    return check is not None and check(getattr(warning, "value", None), cfg)

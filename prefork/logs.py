@@ -487,6 +487,30 @@ class Logger:
     def exception(self, msg: str, *args: Any) -> None:
         self.error_log.error(msg, *args, exc_info=True)
 
+    def app_line(self, line: str) -> None:
+        """A line the application wrote to ``wsgi.errors`` (Flask's default log
+        handler does): it goes into the error log as written, as in Gunicorn,
+        without the server's prefix in front of the application's own. JSON logs
+        and handlers that do not write to a stream get it as a record's message."""
+        logger = self.error_log
+        if not logger.isEnabledFor(logging.ERROR):
+            return
+        record = logger.makeRecord(logger.name, logging.ERROR, "wsgi.errors", 0, line, (), None)
+        for handler in _handlers_of(logger):
+            if record.levelno < handler.level:
+                continue
+            if isinstance(handler.formatter, JSONFormatter):
+                handler.handle(record)
+            elif isinstance(handler, LineHandler):
+                try:
+                    handler.write_line(line)
+                except Exception:
+                    handler.handleError(record)
+            elif isinstance(handler, logging.StreamHandler) and handler.stream is not None:
+                _write_raw(handler, record)
+            else:
+                handler.handle(record)
+
     def traceback(self, msg: str, exc: BaseException) -> None:
         """Log ``msg`` and the full traceback of ``exc`` as one record."""
         text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
@@ -558,6 +582,25 @@ class Logger:
             except OSError:
                 pass
         self._stdout = self._stderr = -1
+
+
+def _handlers_of(logger: logging.Logger) -> Iterator[logging.Handler]:
+    """The handlers a record logged on ``logger`` reaches (as ``callHandlers`` walks)."""
+    current: logging.Logger | None = logger
+    while current is not None:
+        yield from current.handlers
+        current = current.parent if current.propagate else None
+
+
+def _write_raw(handler: logging.StreamHandler[Any], record: logging.LogRecord) -> None:
+    handler.acquire()
+    try:
+        handler.stream.write(record.getMessage() + handler.terminator)
+        handler.flush()
+    except Exception:
+        handler.handleError(record)
+    finally:
+        handler.release()
 
 
 def _dup_or_devnull(fd: int) -> int:

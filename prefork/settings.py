@@ -90,6 +90,15 @@ def optional_string(value: Any) -> str | None:
     return string(value)
 
 
+def worker_class_name(value: Any) -> str:
+    """A worker class name; which names exist is the workers' registry's business
+    (checked once the configuration is complete, see prefork.workers)."""
+    text = string(value).strip()
+    if not text:
+        raise ValueError("expected a worker class name such as sync")
+    return text if "." in text or ":" in text else text.lower()
+
+
 def choice(*options: str) -> Callable[[Any], str]:
     def validate(value: Any) -> str:
         text = string(value).strip().lower()
@@ -489,6 +498,8 @@ class Setting:
     default_doc: str = ""
     gunicorn: str | None = field(default=None)  # Gunicorn's name if different
     from_file: bool = True  # may be set in a config file
+    short: str = ""  # one plain sentence for --help; ``help`` is the full paragraph
+    env: str = ""  # the environment variable the default comes from, when it is set
 
     def default_value(self, env: Mapping[str, str]) -> Any:
         if callable(self.default) and not self.is_flag:
@@ -521,36 +532,52 @@ SETTINGS: list[Setting] = [
        write it could run code as root; a file named with ``-c`` is run, with a
        warning.""",
        example="-c /etc/prefork/prefork.conf.py", metavar="CONFIG",
-       default_doc="./prefork.conf.py, else ./gunicorn.conf.py, if it exists", from_file=False),
+       default_doc="./prefork.conf.py, else ./gunicorn.conf.py, if it exists", from_file=False,
+       short="A Python config file, or python:MODULE."),
     _s("bind", "Server socket", ("-b", "--bind"), bind_list, default_bind,
        """Where to listen: ``HOST:PORT``, ``[IPV6]:PORT``, ``unix:PATH`` or ``fd://N``
        (an already-open listening socket, e.g. from a supervisor). Repeat the flag to
        listen in several places. Defaults to ``127.0.0.1:8000``, or ``0.0.0.0:$PORT``
        when the ``PORT`` environment variable is set.""",
        example="-b 0.0.0.0:8000 -b unix:/run/app.sock", metavar="ADDRESS", multiple=True,
-       default_doc="127.0.0.1:8000 (0.0.0.0:$PORT if PORT is set)"),
+       default_doc="127.0.0.1:8000 (0.0.0.0:$PORT if PORT is set)",
+       short="Where to listen: HOST:PORT, unix:PATH or fd://N; repeatable.", env="PORT"),
     _s("backlog", "Server socket", ("--backlog",), positive_int, 2048,
        """The listen queue length: how many connections the kernel holds for the
        workers to accept. Also capped by ``net.core.somaxconn``.""",
-       example="--backlog 4096", metavar="INT"),
+       example="--backlog 4096", metavar="INT",
+       short="How many connections may wait to be accepted."),
     _s("workers", "Worker processes", ("-w", "--workers"), positive_int, default_workers,
        """How many worker processes serve requests. Each handles one request at a
        time, so this is the number of requests served concurrently. Defaults to 1, or
        ``$WEB_CONCURRENCY`` when set. A common start is 2-4 per CPU core.""",
-       example="-w 4", metavar="INT", default_doc="1 ($WEB_CONCURRENCY if set)"),
+       example="-w 4", metavar="INT", default_doc="1 ($WEB_CONCURRENCY if set)",
+       short="How many worker processes serve requests.", env="WEB_CONCURRENCY"),
+    _s("worker_class", "Worker processes", ("-k", "--worker-class"), worker_class_name, "sync",
+       """The kind of worker process that serves requests. ``sync`` workers serve one
+       request at a time each. Any other value stops prefork with a one-line message
+       saying what to use instead: Gunicorn's async classes (``gevent``, ``eventlet``,
+       ``tornado``) are not available, and ASGI worker classes (``uvicorn.workers.UvicornWorker``)
+       or any other class path cannot be loaded, because prefork serves WSGI
+       applications.""",
+       example="-k sync", metavar="CLASS",
+       short="The kind of worker process: sync."),
     _s("timeout", "Worker processes", ("-t", "--timeout"), nonneg_float, 30.0,
        """A worker that has not checked in for this many seconds (stuck in a request
        or anywhere else) is killed and replaced. 0 disables the check.""",
-       example="-t 60", metavar="SECONDS"),
+       example="-t 60", metavar="SECONDS",
+       short="Replace a worker silent for this many seconds (0: never)."),
     _s("boot_timeout", "Worker processes", ("--boot-timeout",), nonneg_float, 120.0,
        """How long a worker may take to import and build the application before it
        is considered stuck and killed. Separate from ``--timeout`` so that a slow
        import is not mistaken for a stuck request. 0 disables the check.""",
-       example="--boot-timeout 300", metavar="SECONDS"),
+       example="--boot-timeout 300", metavar="SECONDS",
+       short="How long a worker may take to load the application."),
     _s("graceful_timeout", "Worker processes", ("--graceful-timeout",), nonneg_float, 30.0,
        """On a graceful stop, how long in-flight requests may run before their
        workers are killed.""",
-       example="--graceful-timeout 10", metavar="SECONDS"),
+       example="--graceful-timeout 10", metavar="SECONDS",
+       short="How long requests may run on a graceful stop."),
     _s("worker_tmp_dir", "Worker processes", ("--worker-tmp-dir",), optional_dir, None,
        """The directory for the workers' heartbeat files. The files are unlinked as
        soon as they are opened, so nothing is left behind. Defaults to ``/dev/shm``
@@ -558,61 +585,76 @@ SETTINGS: list[Setting] = [
        directory where the master cannot create and allocate such a file (read-only,
        full, ``/proc``) stops the server at start with one line and exit status 1.""",
        example="--worker-tmp-dir /dev/shm", metavar="DIR",
-       default_doc="/dev/shm if present, else $TMPDIR"),
+       default_doc="/dev/shm if present, else $TMPDIR",
+       short="Where the workers' heartbeat files are made."),
     _s("chdir", "Server mechanics", ("--chdir",), optional_dir, None,
        """Change to this directory before loading the application.""",
-       example="--chdir /srv/app", metavar="DIR", default_doc="the current directory"),
+       example="--chdir /srv/app", metavar="DIR", default_doc="the current directory",
+       short="Change to this directory before loading the application."),
     _s("pythonpath", "Server mechanics", ("--pythonpath",), optional_string, None,
        """Comma-separated directories to put in front of ``sys.path`` before loading
        the application.""",
-       example="--pythonpath /srv/app,/srv/lib", metavar="DIRS"),
+       example="--pythonpath /srv/app,/srv/lib", metavar="DIRS",
+       short="Directories to put in front of sys.path, comma-separated."),
     _s("proc_name", "Server mechanics", ("-n", "--name", "--proc-name"), optional_string, None,
        """The name shown in process titles (``prefork: master [NAME]``). Defaults to
        the application module.""",
-       example="-n shop-api", metavar="NAME", default_doc="the APP_MODULE"),
+       example="-n shop-api", metavar="NAME", default_doc="the APP_MODULE",
+       short="The name shown in process titles."),
     _s("loglevel", "Logging", ("--log-level",), choice(*LOG_LEVELS), "info",
        """The least severe level written to the error log: debug, info, warning,
        error or critical.""",
-       example="--log-level debug", metavar="LEVEL"),
+       example="--log-level debug", metavar="LEVEL",
+       short="The least severe level written to the error log."),
     _s("errorlog", "Logging", ("--error-logfile", "--log-file"), string, "-",
        """Where the error log goes: a file path, or ``-`` for standard error.""",
-       example="--error-logfile /var/log/prefork/error.log", metavar="FILE"),
+       example="--error-logfile /var/log/prefork/error.log", metavar="FILE",
+       short="Where the error log goes: a file, or - for standard error."),
     _s("accesslog", "Logging", ("--access-logfile",), optional_string, None,
        """Where the access log goes: a file path, or ``-`` for standard output. Off by
        default; when off, no work at all is done to format access lines.""",
-       example="--access-logfile -", metavar="FILE", default_doc="off"),
+       example="--access-logfile -", metavar="FILE", default_doc="off",
+       short="Where the access log goes: a file, or - for standard output."),
 
     # ----- HTTP protocol: limits, keep-alive, header handling -----
-    _s("limit_request_line", "HTTP protocol", ("--limit-request-line",), nonneg_int, 4094,
-       """The longest request line (method, target and version) accepted, in bytes; a
-       longer one is answered ``414 URI Too Long``. 0 means no limit of its own (the
-       whole request head stays bounded, see ``docs/http.md``). Unlike Gunicorn,
-       values above 8190 are allowed, for applications with long query strings.""",
-       example="--limit-request-line 8190", metavar="BYTES"),
+    _s("limit_request_line", "HTTP protocol", ("--limit-request-line",), nonneg_int, 8190,
+       """The longest request line (method, target and version, without its CRLF)
+       accepted, in bytes; a longer one is answered ``414 URI Too Long``. The default
+       follows RFC 9112 §3, which asks servers to support request lines of at least
+       8000 octets; Gunicorn's default, 4094, refuses real-world URLs with long query
+       strings. 0 means no limit of its own (the whole request head stays bounded, see
+       ``docs/http.md``). Unlike Gunicorn, values above 8190 are allowed.""",
+       example="--limit-request-line 16384", metavar="BYTES",
+       short="The longest request line accepted, in bytes."),
     _s("limit_request_fields", "HTTP protocol", ("--limit-request-fields",), nonneg_int, 100,
        """The most header fields a request may have; more are answered ``431 Request
        Header Fields Too Large``. 0 means no limit of its own.""",
-       example="--limit-request-fields 200", metavar="INT"),
+       example="--limit-request-fields 200", metavar="INT",
+       short="The most header fields a request may have."),
     _s("limit_request_field_size", "HTTP protocol",
        ("--limit-request-field_size", "--limit-request-field-size"), nonneg_int, 8190,
-       """The largest header field (name, colon, space and value) a request may have, in
-       bytes; a larger one is answered ``431 Request Header Fields Too Large``. 0 means
-       no limit of its own. The flag is spelled as in Gunicorn; ``--limit-request-field-size``
-       is accepted too.""",
-       example="--limit-request-field_size 16380", metavar="BYTES"),
+       """The largest header field line a request may have, in bytes, counted as
+       Gunicorn counts it: the whole line as received, with its CRLF; a larger one is
+       answered ``431 Request Header Fields Too Large``. 0 means no limit of its own.
+       The flag is spelled as in Gunicorn; ``--limit-request-field-size`` is accepted
+       too.""",
+       example="--limit-request-field_size 16380", metavar="BYTES",
+       short="The largest header field accepted, in bytes."),
     _s("limit_request_body", "HTTP protocol", ("--limit-request-body",), nonneg_int, 0,
        """The largest request body accepted, in bytes. A larger ``Content-Length`` is
        answered ``413 Content Too Large`` before the application is called, and a chunked
        body that grows past the limit is cut off with ``413``. 0 means no limit (the
        application decides, as with Gunicorn). Like nginx's ``client_max_body_size``.""",
-       example="--limit-request-body 10485760", metavar="BYTES", default_doc="0 (no limit)"),
+       example="--limit-request-body 10485760", metavar="BYTES", default_doc="0 (no limit)",
+       short="The largest request body accepted, in bytes."),
     _s("keepalive", "HTTP protocol", ("--keep-alive",), nonneg_float, 2,
        """How many seconds a worker waits for the next request on a persistent
        (keep-alive) connection. A sync worker keeps a connection only while no other
        client is waiting to be accepted, so keep-alive never makes a client wait for an
        idle one (see ``docs/http.md``). 0 disables keep-alive: every response closes its
        connection.""",
-       example="--keep-alive 5", metavar="SECONDS"),
+       example="--keep-alive 5", metavar="SECONDS",
+       short="Seconds to wait for the next request on a connection."),
     _s("header_timeout", "HTTP protocol", ("--header-timeout",), nonneg_float, 10.0,
        """How long a client may take to send a request head (the request line and
        every header field), counted from the moment its connection is accepted or, on a
@@ -624,7 +666,8 @@ SETTINGS: list[Setting] = [
        Apache httpd's ``mod_reqtimeout`` allows 20 s (up to 40 s while data keeps
        coming), and nginx's ``client_header_timeout`` 60 s, where a waiting client
        holds no process; Gunicorn has no such deadline. 0 disables it.""",
-       example="--header-timeout 5", metavar="SECONDS"),
+       example="--header-timeout 5", metavar="SECONDS",
+       short="Seconds a client may take to send a request head (then 408)."),
     _s("header_map", "HTTP protocol", ("--header-map",), choice("drop", "refuse", "dangerous"),
        "drop",
        """What to do with request header names that contain ``_``. In the WSGI environ
@@ -633,7 +676,8 @@ SETTINGS: list[Setting] = [
        (the default) leaves such headers out of the environ, ``refuse`` answers the
        request with ``400``, ``dangerous`` passes them on (both spellings are then joined
        with a comma).""",
-       example="--header-map refuse", metavar="drop|refuse|dangerous"),
+       example="--header-map refuse", metavar="drop|refuse|dangerous",
+       short="What to do with header names that contain an underscore."),
     _s("http_parser", "HTTP protocol", ("--http-parser",), http_parser, "python",
        """Which parser reads request heads. ``python`` (the default) is prefork's own
        pure-Python parser. ``httptools`` has the header section checked by llhttp, the C
@@ -641,7 +685,8 @@ SETTINGS: list[Setting] = [
        'prefork[httptools]'``), and keeps every other rule, limit and error of the default
        parser; it is slightly stricter (see ``docs/http.md``). Request bodies are read the
        same way with either.""",
-       example="--http-parser httptools", metavar="python|httptools"),
+       example="--http-parser httptools", metavar="python|httptools",
+       short="Which parser reads request heads."),
     # ----- end of HTTP protocol settings -----
 
     # ----- Process supervision: signals, recycling, hooks, process settings -----
@@ -649,52 +694,63 @@ SETTINGS: list[Setting] = [
        """A worker that has served this many requests is replaced, to contain memory
        leaks in the application. The replacement is started and ready *before* the old
        worker stops, so recycling never lowers capacity. 0 disables recycling.""",
-       example="--max-requests 10000", metavar="INT"),
+       example="--max-requests 10000", metavar="INT",
+       short="Replace a worker after this many requests (0: never)."),
     _s("max_requests_jitter", "Worker processes", ("--max-requests-jitter",), nonneg_int, 0,
        """A random number between 0 and this is added to ``--max-requests`` for each
        worker, so that workers started together are not all replaced together.""",
-       example="--max-requests-jitter 1000", metavar="INT"),
+       example="--max-requests-jitter 1000", metavar="INT",
+       short="Add a random 0 to N to --max-requests for each worker."),
     _s("preload_app", "Server mechanics", ("--preload",), boolean, False,
        """Import the application in the master before forking the workers. The workers
        share its memory copy-on-write (the master calls ``gc.freeze()`` first so the
        garbage collector does not un-share it) and start faster. A ``HUP`` then cannot
        load new application code: use ``USR2`` to upgrade.""",
-       example="--preload", is_flag=True),
+       example="--preload", is_flag=True,
+       short="Import the application in the master, before forking."),
     _s("shutdown_delay", "Worker processes", ("--shutdown-delay",), nonneg_float, 0.0,
        """On ``TERM``, keep serving normally for this many seconds before the graceful
        stop begins: the time a load balancer or a Kubernetes endpoint controller needs
        to stop sending new traffic.""",
-       example="--shutdown-delay 5", metavar="SECONDS"),
+       example="--shutdown-delay 5", metavar="SECONDS",
+       short="On TERM, keep serving this many seconds before stopping."),
     _s("upgrade_auto", "Server mechanics", ("--upgrade-auto",), boolean, False,
        """After a ``USR2`` binary upgrade, the new master stops the old one (graceful
        ``TERM``) as soon as its own workers are ready: a zero-downtime upgrade with a
        single signal. Without it, the old master keeps running until you stop it.""",
-       example="--upgrade-auto", is_flag=True),
+       example="--upgrade-auto", is_flag=True,
+       short="After a USR2 upgrade, stop the old master once ready."),
     _s("pidfile", "Server mechanics", ("-p", "--pid"), optional_string, None,
        """Write the master's pid to this file (atomically), and remove it on exit. A
        file left by a dead server is replaced; one naming a running prefork master is
        an error.""",
-       example="--pid /run/prefork.pid", metavar="FILE"),
+       example="--pid /run/prefork.pid", metavar="FILE",
+       short="Write the master's pid to this file."),
     _s("user", "Server mechanics", ("-u", "--user"), user_id, None,
        """Run the workers as this user (name or uid). The master keeps its identity so
        it can bind privileged ports and signal the workers.""",
-       example="--user www-data", metavar="USER", default_doc="the current user"),
+       example="--user www-data", metavar="USER", default_doc="the current user",
+       short="Run the workers as this user."),
     _s("group", "Server mechanics", ("-g", "--group"), group_id, None,
        """Run the workers with this group (name or gid).""",
-       example="--group www-data", metavar="GROUP", default_doc="the current group"),
+       example="--group www-data", metavar="GROUP", default_doc="the current group",
+       short="Run the workers with this group."),
     _s("umask", "Server mechanics", ("-m", "--umask"), umask, None,
        """The file mode creation mask of the server (octal), which also decides the
        permissions of unix sockets it creates.""",
-       example="--umask 007", metavar="MASK", default_doc="inherited"),
+       example="--umask 007", metavar="MASK", default_doc="inherited",
+       short="The file mode creation mask, in octal."),
     _s("daemon", "Server mechanics", ("-D", "--daemon"), boolean, False,
        """Detach from the terminal and run in the background (double fork, new
        session, standard streams on ``/dev/null``). Use ``--pid`` to find the master and
        ``--error-logfile`` to keep its log. Not needed under systemd or in containers.""",
-       example="--daemon --pid /run/prefork.pid", is_flag=True),
+       example="--daemon --pid /run/prefork.pid", is_flag=True,
+       short="Detach from the terminal and run in the background."),
     _s("raw_env", "Server mechanics", ("-e", "--env"), env_pairs, lambda env: [],
        """Set an environment variable for the application: ``KEY=VALUE``. Repeatable.""",
        example="-e DJANGO_SETTINGS_MODULE=site.settings", metavar="KEY=VALUE", multiple=True,
-       default_doc="none"),
+       default_doc="none",
+       short="Set an environment variable for the application; repeatable."),
     _s("on_starting", "Server hooks", (), hook(1), None,
        """``on_starting(server)``: In the master, once, before the listening sockets are created.""",
        example="def on_starting(server): ...", default_doc="none"),
@@ -751,13 +807,15 @@ SETTINGS: list[Setting] = [
     _s("print_config", "Config file", ("--print-config",), boolean, False,
        """Print the effective value of every setting, and where it came from (default,
        config file and line, environment variable or command line), then exit.""",
-       example="--print-config", is_flag=True, from_file=False),
+       example="--print-config", is_flag=True, from_file=False,
+       short="Print every setting's value and source, then exit."),
     _s("check_config", "Config file", ("--check-config",), boolean, False,
        """Load the configuration, check that ``--worker-tmp-dir`` can hold the
        heartbeat files, and import the application, then exit: status 0 if all is
-       fine, 1 with the error otherwise. For a CI step or a systemd
-       ``ExecStartPre``.""",
-       example="--check-config", is_flag=True, from_file=False),
+       fine, 2 for a bad setting, 1 if the heartbeat files or the application cannot
+       be made or loaded. For a CI step or a systemd ``ExecStartPre``.""",
+       example="--check-config", is_flag=True, from_file=False,
+       short="Check the settings and import the application, then exit."),
     _s("access_log_format", "Logging", ("--access-logformat",), access_log_format,
        DEFAULT_ACCESS_LOG_FORMAT,
        """The format of access-log lines, with Gunicorn's atoms, each written
@@ -765,22 +823,26 @@ SETTINGS: list[Setting] = [
        ``{header}o`` and ``{variable}e`` (docs/logging.md says what each is). The
        default is Gunicorn's, so existing log parsers keep working. Not used with
        ``--log-format json``.""",
-       example="--access-logformat '%(h)s \"%(r)s\" %(s)s %(D)s'", metavar="FORMAT"),
+       example="--access-logformat '%(h)s \"%(r)s\" %(s)s %(D)s'", metavar="FORMAT",
+       short="The format of access-log lines, with Gunicorn's atoms."),
     _s("log_format", "Logging", ("--log-format",), choice("text", "json"), "text",
        """``text`` writes the usual lines; ``json`` writes both logs as one JSON object
        per line, with stable field names (see docs/logging.md), for log pipelines.""",
-       example="--log-format json", metavar="text|json"),
+       example="--log-format json", metavar="text|json",
+       short="Write both logs as text lines or as JSON objects."),
     _s("capture_output", "Logging", ("--capture-output",), boolean, False,
        """Send what the application prints (its standard output and standard error)
        into the error log: the error-log file, or standard error when the error log
        is ``-``.""",
-       example="--capture-output", is_flag=True),
+       example="--capture-output", is_flag=True,
+       short="Send the application's stdout and stderr to the error log."),
     _s("logconfig", "Logging", ("--log-config",), optional_file, None,
        """A ``logging.config`` INI file applied after prefork's own logging setup, for
        full control of handlers and formats. Configure the loggers ``prefork.error``
        and ``prefork.access`` (or Gunicorn's ``gunicorn.error`` and
        ``gunicorn.access``).""",
-       example="--log-config /etc/prefork/logging.ini", metavar="FILE", default_doc="none"),
+       example="--log-config /etc/prefork/logging.ini", metavar="FILE", default_doc="none",
+       short="A logging.config INI file, applied after prefork's setup."),
     _s("logconfig_dict", "Logging", ("--log-config-dict",), log_config_dict, None,
        """A ``logging.config.dictConfig`` dictionary (JSON text on the command line),
        applied after prefork's own setup. As in Gunicorn, ``version`` defaults to 1,
@@ -790,12 +852,14 @@ SETTINGS: list[Setting] = [
        example=('--log-config-dict \'{"formatters": {"short": {"format": "%(levelname)s '
                 '%(message)s"}}, "handlers": {"err": {"class": "logging.StreamHandler", '
                 '"formatter": "short"}}, "loggers": {"prefork.error": {"handlers": ["err"]}}}\''),
-       metavar="JSON", default_doc="none"),
+       metavar="JSON", default_doc="none",
+       short="A logging.config dictionary, as JSON text."),
     _s("logconfig_json", "Logging", ("--log-config-json",), optional_file, None,
        """A JSON file holding a ``logging.config.dictConfig`` dictionary; read like
        ``--log-config-dict``.""",
        example="--log-config-json /etc/prefork/logging.json", metavar="FILE",
-       default_doc="none"),
+       default_doc="none",
+       short="A JSON file holding a logging.config dictionary."),
 
     # ----- end of configuration and logging settings -----
 
@@ -811,7 +875,8 @@ SETTINGS: list[Setting] = [
        access to the socket file can make them. Defaults to ``$FORWARDED_ALLOW_IPS``
        when set, as in Gunicorn.""",
        example="--forwarded-allow-ips 10.0.0.0/8,192.168.1.5", metavar="IPS",
-       default_doc="127.0.0.1,::1 ($FORWARDED_ALLOW_IPS if set)"),
+       default_doc="127.0.0.1,::1 ($FORWARDED_ALLOW_IPS if set)",
+       short="The proxies trusted to say who the client is.", env="FORWARDED_ALLOW_IPS"),
     _s("secure_scheme_headers", "Reverse proxies", (), header_values,
        {"X-FORWARDED-PROTOCOL": "ssl", "X-FORWARDED-PROTO": "https", "X-FORWARDED-SSL": "on"},
        """Config file only. The headers, and their exact values, by which a trusted
@@ -828,51 +893,60 @@ SETTINGS: list[Setting] = [
        peers in ``--proxy-allow-from``; its client address becomes ``REMOTE_ADDR``. A
        missing or malformed header closes the connection. Connections from other peers
        are plain HTTP, and a PROXY header from them is never believed.""",
-       example="--proxy-protocol --proxy-allow-from 10.0.0.0/8", is_flag=True),
+       example="--proxy-protocol --proxy-allow-from 10.0.0.0/8", is_flag=True,
+       short="Expect a PROXY protocol header from --proxy-allow-from."),
     _s("proxy_allow_ips", "Reverse proxies", ("--proxy-allow-from",), ip_networks,
        lambda env: ["127.0.0.1", "::1"],
        """The peers that must send a PROXY protocol header when ``--proxy-protocol``
        is on: comma-separated IP addresses or networks, or ``*`` for any peer. Unix
        socket connections always count as allowed.""",
-       example="--proxy-allow-from 10.0.0.0/8", metavar="IPS", default_doc="127.0.0.1,::1"),
+       example="--proxy-allow-from 10.0.0.0/8", metavar="IPS", default_doc="127.0.0.1,::1",
+       short="The peers that send a PROXY protocol header."),
     _s("certfile", "TLS", ("--certfile",), readable_file("certificate file"), None,
        """Serve HTTPS on every listener with this PEM certificate (followed by its
        intermediate certificates). The master loads it at start, so a bad certificate
        stops the server with a one-line error, and the workers never need to read it
        (it may be readable by root only). ``HUP`` loads it again: renewed certificates
        need no restart.""",
-       example="--certfile /etc/ssl/example.com/fullchain.pem", metavar="FILE", default_doc="off"),
+       example="--certfile /etc/ssl/example.com/fullchain.pem", metavar="FILE", default_doc="off",
+       short="Serve HTTPS with this PEM certificate (and its chain)."),
     _s("keyfile", "TLS", ("--keyfile",), readable_file("key file"), None,
        """The PEM private key of ``--certfile``, if it is not in the certificate file.""",
        example="--keyfile /etc/ssl/example.com/privkey.pem", metavar="FILE",
-       default_doc="the key in --certfile"),
+       default_doc="the key in --certfile",
+       short="The PEM private key of --certfile."),
     _s("ca_certs", "TLS", ("--ca-certs",), readable_file("CA certificates file"), None,
        """PEM certificates of the authorities that sign client certificates, for
        ``--cert-reqs 1`` or ``2``.""",
-       example="--ca-certs /etc/ssl/clients-ca.pem", metavar="FILE", default_doc="none"),
+       example="--ca-certs /etc/ssl/clients-ca.pem", metavar="FILE", default_doc="none",
+       short="The authorities that sign client certificates (PEM)."),
     _s("cert_reqs", "TLS", ("--cert-reqs",), cert_reqs, 0,
        """Client certificates: ``0`` not asked for, ``1`` verified if the client
        sends one, ``2`` required (the handshake fails without a valid one). ``1`` and
        ``2`` need ``--ca-certs``. The application sees the verified certificate's subject
        in ``SSL_CLIENT_S_DN`` and the whole ``getpeercert()`` dict in
        ``environ["prefork.peer_certificate"]``.""",
-       example="--cert-reqs 2 --ca-certs /etc/ssl/clients-ca.pem", metavar="0|1|2"),
+       example="--cert-reqs 2 --ca-certs /etc/ssl/clients-ca.pem", metavar="0|1|2",
+       short="Client certificates: 0 not asked, 1 optional, 2 required."),
     _s("ciphers", "TLS", ("--ciphers",), cipher_list, None,
        """The TLS 1.2 cipher suites to allow, as an OpenSSL cipher list. Defaults to
        Python's list of strong ciphers. TLS 1.3 suites are not affected.""",
        example="--ciphers ECDHE+AESGCM:ECDHE+CHACHA20", metavar="CIPHERS",
-       default_doc="Python's default"),
+       default_doc="Python's default",
+       short="The TLS 1.2 cipher suites to allow, as an OpenSSL list."),
     _s("ssl_version", "TLS", ("--ssl-version",), ssl_version, "TLS",
        """The oldest TLS version accepted: ``TLSv1_2``, ``TLSv1_3`` (or the legacy
        ``TLSv1``, ``TLSv1_1``, which your OpenSSL may refuse anyway). The newest version
        both sides support is always negotiated. ``TLS`` (Gunicorn's default, also
        ``SSLv23`` and the ``ssl.PROTOCOL_*`` numbers) keeps Python's minimum, TLS 1.2.""",
-       example="--ssl-version TLSv1_3", metavar="VERSION", default_doc="TLS (TLS 1.2 or newer)"),
+       example="--ssl-version TLSv1_3", metavar="VERSION", default_doc="TLS (TLS 1.2 or newer)",
+       short="The oldest TLS version accepted."),
     _s("do_handshake_on_connect", "TLS", ("--do-handshake-on-connect",), boolean, False,
        """Accepted for Gunicorn compatibility. prefork always completes the TLS
        handshake in the worker right after ``accept()``, within ``--timeout``, before
        reading the request; with a sync worker that is what either value amounts to.""",
-       example="--do-handshake-on-connect", is_flag=True),
+       example="--do-handshake-on-connect", is_flag=True,
+       short="For Gunicorn: the handshake is always done at accept."),
 
     # ----- end of deployment settings -----
 
@@ -894,7 +968,8 @@ SETTINGS: list[Setting] = [
        Unix sockets, ``fd://`` and systemd-activated sockets, and sockets
        inherited already listening keep one shared socket (with a warning), as
        does every address on other systems. See ``docs/deploy/scaling.md``.""",
-       example="--reuse-port", is_flag=True),
+       example="--reuse-port", is_flag=True,
+       short="Linux: a SO_REUSEPORT listening socket for each worker."),
 
     # ----- end of performance settings -----
 ]
@@ -916,11 +991,14 @@ def unsupported_gunicorn_names() -> set[str]:
 class Config:
     """The effective settings: ``cfg.workers``, plus where each value came from."""
 
-    def __init__(self, values: dict[str, Any], sources: dict[str, str], app_uri: str = "") -> None:
+    def __init__(self, values: dict[str, Any], sources: dict[str, str], app_uri: str = "",
+                 places: dict[str, str] | None = None) -> None:
         self._values = values
         self.sources = sources
+        self.places = places or {}  # setting name -> how an error message names where it was set
         self.app_uri = app_uri or values.get("wsgi_app") or ""
         self.warnings: list[str] = []  # found while loading, logged once a logger exists
+        self.notes: list[str] = []  # like warnings, about harmless settings: logged at debug
 
     def __getattr__(self, name: str) -> Any:
         try:
@@ -930,6 +1008,10 @@ class Config:
 
     def get(self, name: str) -> Any:
         return self._values[name]
+
+    def where(self, name: str) -> str:
+        """Where ``name`` was set, as an error message names it (``file:line: name``)."""
+        return self.places.get(name) or BY_NAME[name].option_name
 
     def items(self) -> list[tuple[str, Any]]:
         return [(s.name, self._values[s.name]) for s in SETTINGS]
@@ -984,15 +1066,27 @@ def build_config(layers: list[Layer], env: Mapping[str, str], app_uri: str = "")
         layers = [*layers, Layer(COMMAND_LINE, {"wsgi_app": app_uri})]
     values: dict[str, Any] = {}
     sources: dict[str, str] = {}
+    places: dict[str, str] = {}
     for setting in SETTINGS:
         values[setting.name] = setting.default_value(env)
-        sources[setting.name] = "default"
+        sources[setting.name] = _default_source(setting, env, values[setting.name])
     for layer in layers:
         for name, value in layer.values.items():
             setting = BY_NAME[name]
-            values[name] = validate_value(setting, value, layer.where(setting))
+            places[name] = layer.where(setting)
+            values[name] = validate_value(setting, value, places[name])
             sources[name] = layer.describe(setting)
-    return Config(values, sources)
+    return Config(values, sources, places=places)
+
+
+def _default_source(setting: Setting, env: Mapping[str, str], value: Any) -> str:
+    """``default``, or the environment variable the default was taken from."""
+    if not setting.env or setting.env not in env:
+        return "default"
+    unset = {k: v for k, v in env.items() if k != setting.env}
+    if env[setting.env] or value != setting.default_value(unset):
+        return f"environment variable {setting.env}"
+    return "default"
 
 
 # --- config files
@@ -1005,6 +1099,8 @@ def load_config_file(path: str, found: bool = False) -> tuple[Layer, list[str]]:
     ``found``: the file was found in the working directory rather than named.
     Running as root, such a file is refused if someone else could have written
     it (see ``untrusted_reason``); a named one only gets a warning."""
+    from .compat import IgnoredSetting
+
     warnings: list[str] = []
     if path.startswith("python:"):
         namespace, filename = _config_module(path[len("python:"):])
@@ -1026,7 +1122,7 @@ def load_config_file(path: str, found: bool = False) -> tuple[Layer, list[str]]:
             continue
         line = lines.get(name)
         at = f"{filename or path}:{line}" if line else (filename or path)
-        warnings.append(f"{at}: {ignored_name_message(name)}")
+        warnings.append(IgnoredSetting(f"{at}: {ignored_name_message(name)}", name, value))
     source = f"config file {filename or path}"
     return Layer(source, values, filename or path, value_lines), warnings
 

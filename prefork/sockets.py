@@ -46,12 +46,21 @@ def adopt_fd(fd: int, address: Address, backlog: int) -> Listener:
     return Listener(sock, address)
 
 
+def check_resolvable(addresses: list[Address]) -> None:
+    """``BindError`` for the first TCP address whose host cannot be resolved."""
+    for address in addresses:
+        if address.kind == "tcp":
+            _resolve(address)
+
+
 def _resolve(address: Address) -> tuple[int, int, int, Any]:
     try:
         infos = socket.getaddrinfo(address.host, address.port, type=socket.SOCK_STREAM,
                                    flags=socket.AI_PASSIVE)
     except socket.gaierror as exc:
         raise BindError(f"cannot resolve {address}: {exc.strerror}") from None
+    except UnicodeError:  # the IDNA codec refuses the name: an empty or overlong label
+        raise BindError(f"cannot resolve {address}: not a valid host name") from None
     family, kind, proto, _, sockaddr = infos[0]
     return family, kind, proto, sockaddr
 

@@ -300,7 +300,13 @@ def base_environ(
     errors: Any,
     url_scheme: str = "http",
 ) -> dict[str, Any]:
-    """The keys that are the same for every request on one listener."""
+    """The keys that are the same for every request on one listener.
+
+    ``server_port`` is the listener's port: SERVER_PORT is the port on which
+    a request was received (RFC 3875 §4.1.15), whatever Host says. For a
+    unix socket, which has no port, it is "" and each request gets one of
+    its own (see ``build_environ``).
+    """
     return {
         "wsgi.version": (1, 0),
         "wsgi.url_scheme": url_scheme,
@@ -363,19 +369,24 @@ def build_environ(
         else:
             environ[key] = value
     host = req.host
+    port = ""
     if host:
         if req.target[0] != "/":
             environ["HTTP_HOST"] = host  # absolute-form: the target's authority wins
-        name, port = _split_host(host, base["wsgi.url_scheme"])
+        name, port = _split_host(host)
         environ["SERVER_NAME"] = name
-        environ["SERVER_PORT"] = port
+    if not base["SERVER_PORT"]:
+        # A unix socket has no port, and PEP 3333 requires one: the port the
+        # client asked for in Host, else the default of the listener's scheme.
+        environ["SERVER_PORT"] = port or ("443" if base["wsgi.url_scheme"] == "https" else "80")
     return environ
 
 
 _host_cache: dict[str, tuple[str, str]] = {}
 
 
-def _split_host(host: str, scheme: str) -> tuple[str, str]:
+def _split_host(host: str) -> tuple[str, str]:
+    """(name, port) of a Host value; the port is "" when Host has none."""
     cached = _host_cache.get(host)
     if cached is not None:
         return cached
@@ -385,26 +396,22 @@ def _split_host(host: str, scheme: str) -> tuple[str, str]:
         port = rest[1:] if rest.startswith(":") else ""
     else:
         name, _, port = host.partition(":")
-    result = (name, port or ("443" if scheme == "https" else "80"))
     if len(_host_cache) < 256:
-        _host_cache[host] = result
-    return result
+        _host_cache[host] = (name, port)
+    return name, port
 
 
-def set_client(environ: dict[str, Any], client: Client, host: str | None) -> None:
-    """REMOTE_ADDR, REMOTE_PORT and wsgi.url_scheme as a trusted proxy tells them;
-    without a port in ``host``, SERVER_PORT follows the scheme."""
+def set_client(environ: dict[str, Any], client: Client, host: str | None = None) -> None:
+    """REMOTE_ADDR, REMOTE_PORT and wsgi.url_scheme as a trusted proxy tells them.
+
+    SERVER_PORT is left alone: it is the port the request was received on,
+    and a proxy's scheme header says how the client reached the proxy, not
+    on which port (a TLS proxy on 8443 sends ``X-Forwarded-Proto: https``
+    too). ``host`` is not used; it stays for the callers' sake.
+    """
     environ["REMOTE_ADDR"] = client.addr
     environ["REMOTE_PORT"] = client.port
-    scheme = client.scheme
-    if scheme != environ["wsgi.url_scheme"]:
-        environ["wsgi.url_scheme"] = scheme
-        if host and not _explicit_port(host):
-            environ["SERVER_PORT"] = "443" if scheme == "https" else "80"
-
-
-def _explicit_port(host: str) -> str:
-    return host[host.rfind("]") + 1:].partition(":")[2]
+    environ["wsgi.url_scheme"] = client.scheme
 
 
 # Unread request body up to this many bytes is read and discarded after the

@@ -41,11 +41,26 @@ Every setting can be given in three places. From lowest to highest precedence:
    `GUNICORN_CMD_ARGS` is read instead;
 3. the **command line**.
 
-Settings not given anywhere have the default below. `prefork --print-config`
-shows the effective value of each and where it came from. A bad value stops
-prefork with one line naming the setting (and the file and line) and exit
-status 2. Gunicorn's names are accepted: see
+Settings not given anywhere have the default below; the defaults of `bind`,
+`workers` and `forwarded_allow_ips` come from the `PORT`, `WEB_CONCURRENCY`
+and `FORWARDED_ALLOW_IPS` environment variables when they are set.
+`prefork --print-config` shows the effective value of each and where it came
+from. A bad value stops prefork with one line naming the setting (and the file
+and line) and exit status 2. Gunicorn's names are accepted: see
 [migrating-from-gunicorn.md](migrating-from-gunicorn.md).
+
+`prefork --help` lists the command-line options by section, each with one
+sentence and its default. `prefork --help-setting NAME` prints the paragraph
+this page has for a setting; NAME is a flag (`--keep-alive`, `-w`, Gunicorn's
+flags too) or a config-file name (`keepalive`).
+
+## Exit status
+
+| status | when | for example |
+| --- | --- | --- |
+| 0 | prefork stopped normally, or a `--check-config`, `--print-config`, `--help`, `--help-setting` or `--version` run succeeded | `TERM`, `INT` or `QUIT` to the master |
+| 1 | a failure at run time | the application cannot be imported or built (also with `--check-config`); an address in use or not permitted; a pid file naming a running master; a certificate that cannot be loaded; a log file that cannot be opened |
+| 2 | a bad setting or command line, found before anything starts | an unknown option; a value of the wrong type (command line, `PREFORK_CMD_ARGS`, config file); a worker class prefork does not have (`-k gevent`); a bind address that cannot be resolved; an error in the config file or a logging configuration; no APP_MODULE |
 """
 
 

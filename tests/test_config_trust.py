@@ -59,7 +59,7 @@ def test_an_unsafe_config_file_found_in_the_working_directory_is_refused(tmp_pat
     expected = (f"prefork: error: refusing to run {path}, found in the current directory, as "
                 f"root: {reason}; fix its owner or mode, or name it with -c")
     code, out, err = prefork("--check-config", "basic:hello", cwd=tmp_path)
-    assert (code, err.strip()) == (1, expected)
+    assert (code, err.strip()) == (2, expected)  # a bad setting: 2, as without --check-config
     code, out, err = prefork("-b", "127.0.0.1:0", "basic:hello", cwd=tmp_path)
     assert (code, err.strip()) == (2, expected)
     assert not (tmp_path / "ran").exists()  # never executed

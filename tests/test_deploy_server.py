@@ -192,9 +192,11 @@ def test_trusted_peer_sets_the_client_and_scheme(test_app):
         env = environ_over(conn, FORWARDED, host="example.com")
         assert (env["REMOTE_ADDR"], env["REMOTE_PORT"]) == ("203.0.113.9", "")
         assert env["wsgi.url_scheme"] == "https"
-        assert (env["SERVER_NAME"], env["SERVER_PORT"]) == ("example.com", "443")  # follows the scheme
+        # SERVER_PORT stays the port the request came in on (RFC 3875 §4.1.15):
+        # neither the proxy's scheme nor Host's port changes it.
+        assert (env["SERVER_NAME"], env["SERVER_PORT"]) == ("example.com", str(server.port))
         env = environ_over(conn, FORWARDED, host="example.com:8443")
-        assert env["SERVER_PORT"] == "8443"
+        assert (env["SERVER_NAME"], env["SERVER_PORT"]) == ("example.com", str(server.port))
         env = environ_over(conn, 'Forwarded: for="[2001:db8::1]:4711";proto=https\r\n')
         assert (env["REMOTE_ADDR"], env["REMOTE_PORT"], env["wsgi.url_scheme"]) == ("2001:db8::1", "4711", "https")
         plain = environ_over(conn)  # the next request on the connection forwards nothing
@@ -207,7 +209,7 @@ def test_untrusted_peer_cannot_change_the_client_or_scheme(test_app):
     with Conn(server.port, source="127.0.0.2") as conn:
         env = environ_over(conn, FORWARDED + "Forwarded: for=192.0.2.60;proto=https\r\n", host="example.com")
         assert (env["REMOTE_ADDR"], env["REMOTE_PORT"]) == ("127.0.0.2", str(conn.sock.getsockname()[1]))
-        assert env["wsgi.url_scheme"] == "http" and env["SERVER_PORT"] == "80"
+        assert env["wsgi.url_scheme"] == "http" and env["SERVER_PORT"] == str(server.port)
         # passed through as the plain headers they are
         assert env["HTTP_X_FORWARDED_FOR"] == "198.51.100.1, 203.0.113.9"
         assert env["HTTP_X_FORWARDED_PROTO"] == "https"

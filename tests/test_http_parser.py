@@ -8,7 +8,7 @@ from head_parsers import LLHTTP_STRICTER, PARSERS, llhttp_parse_head
 
 from prefork.http.body import MAX_CHUNK_LINE, ChunkedBody, LengthBody
 from prefork.http.errors import HTTPError
-from prefork.http.request import Limits, parse_head
+from prefork.http.request import SINGLETON_FIELDS, Limits, parse_head
 
 MORE = "need more data"
 
@@ -212,11 +212,23 @@ CASES = [
     ("garbage-line-partial", b"hello there\r\n", 400),
     # --- versions: 505 for well-formed ones we do not speak
     ("http2", head("GET / HTTP/2.0", H), 505),
-    ("http12", head("GET / HTTP/1.2", H), 505),
+    ("http2-minor", head("GET / HTTP/2.1", H), 505),
     ("http09-versioned", head("GET / HTTP/0.9", H), 505),
     ("http3", head("GET / HTTP/3.0", H), 505),
     ("h2-preface", b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 505),
     ("http2-partial", b"GET / HTTP/2.0\r\n", 505),
+    # --- a higher minor version of HTTP/1 is processed as HTTP/1.1 (RFC 9110 §2.5)
+    ("http12", head("GET / HTTP/1.2", H), {"version": "HTTP/1.1", "keep_alive": True, "host": "example.com"}),
+    ("http19", head("GET / HTTP/1.9", H), {"version": "HTTP/1.1", "keep_alive": True}),
+    ("http12-close", head("GET / HTTP/1.2", H, "Connection: close"), {"keep_alive": False}),
+    ("http12-needs-host", head("GET / HTTP/1.2"), 400),
+    ("http12-chunked", head("POST / HTTP/1.2", H, "Transfer-Encoding: chunked", body=b"2\r\nhi\r\n0\r\n\r\n"),
+     {"chunked": True, "body": b"hi"}),
+    ("http12-cl-te", head("POST / HTTP/1.2", H, "Content-Length: 2", "Transfer-Encoding: chunked",
+                          body=b"0\r\n\r\n"), 400),
+    ("http12-expect", head("PUT / HTTP/1.2", H, "Expect: 100-continue", "Content-Length: 0"),
+     {"expect_continue": True}),
+    ("http12-partial", b"GET / HTTP/1.2\r\n", MORE),
     # --- bad fields: 400
     ("space-before-colon", head(GET, H, "X-A : v"), 400),
     ("tab-before-colon", head(GET, H, "X-A\t: v"), 400),
@@ -251,6 +263,31 @@ CASES = [
     ("host-slash", head(GET, "Host: a/b"), 400),
     ("host-bad-port", head(GET, "Host: a:8x"), 400),
     ("host-comma", head(GET, "Host: a, b"), 400),
+    # --- fields that may occur once (request.SINGLETON_FIELDS), and fields that may repeat
+    ("two-content-types", head("POST / HTTP/1.1", H, "Content-Type: text/plain", "Content-Type: text/html"), 400),
+    ("two-content-types-same", head("POST / HTTP/1.1", H, "Content-Type: a/b", "content-type: a/b"), 400),
+    ("two-authorizations", head(GET, H, "Authorization: Basic YTpi", "Authorization: Bearer x"), 400),
+    ("two-proxy-authorizations", head(GET, H, "Proxy-Authorization: a", "Proxy-Authorization: b"), 400),
+    ("two-user-agents", head(GET, H, "User-Agent: a", "User-Agent: b"), 400),
+    ("two-referers", head(GET, H, "Referer: /a", "REFERER: /b"), 400),
+    ("two-ranges", head(GET, H, "Range: bytes=0-1", "Range: bytes=5-6"), 400),
+    ("two-if-modified-since", head(GET, H, "If-Modified-Since: Sun, 06 Nov 1994 08:49:37 GMT",
+                                   "If-Modified-Since: Sun, 06 Nov 1994 08:49:38 GMT"), 400),
+    ("two-max-forwards", head("OPTIONS * HTTP/1.1", H, "Max-Forwards: 1", "Max-Forwards: 9"), 400),
+    ("two-singletons-apart", head(GET, H, "Date: a", "Accept: */*", "X-A: 1", "Date: a"), 400),
+    ("two-singletons-http10", head("GET / HTTP/1.0", "Content-Type: a/b", "Content-Type: a/b"), 400),
+    ("singletons-once-each", head("POST / HTTP/1.1", H, "Content-Type: a/b", "Authorization: x", "User-Agent: u",
+                                  "Referer: /r", "Range: bytes=0-1", "Content-Length: 0"), {"method": "POST"}),
+    ("singleton-underscore-dropped", head(GET, H, "Content-Type: a/b", "Content_Type: c/d"),
+     {"headers": [("Host", "example.com"), ("Content-Type", "a/b")]}),
+    ("repeated-accept", head(GET, H, "Accept: a/b", "Accept: c/d"),
+     {"headers": [("Host", "example.com"), ("Accept", "a/b"), ("Accept", "c/d")]}),
+    ("repeated-x-forwarded-for", head(GET, H, "X-Forwarded-For: 1.2.3.4", "X-Forwarded-For: 5.6.7.8"),
+     {"method": "GET"}),
+    ("repeated-cache-control", head(GET, H, "Cache-Control: no-cache", "Cache-Control: max-age=0"),
+     {"method": "GET"}),
+    ("repeated-expect", head("PUT / HTTP/1.1", H, "Expect: 100-continue", "Expect: 100-continue"),
+     {"expect_continue": True}),
     # --- Content-Length: 400 unless exactly one run of digits
     ("cl-twice-equal", head("POST / HTTP/1.1", H, "Content-Length: 3", "Content-Length: 3", body=b"abc"), 400),
     ("cl-twice-differ", head("POST / HTTP/1.1", H, "Content-Length: 3", "Content-Length: 4", body=b"abcd"), 400),
@@ -382,13 +419,18 @@ CASES = [
                             body=b"0\r\nX-A: 1\r\n 2\r\n\r\n"), 400),
     ("trailer-space-colon", head("POST / HTTP/1.1", H, "Transfer-Encoding: chunked",
                                  body=b"0\r\nX-A : 1\r\n\r\n"), 400),
+    ("trailer-at-size", head("POST / HTTP/1.1", "Host: a", "Transfer-Encoding: chunked",
+                             body=b"0\r\nX-Trailer: 12345678901234567\r\n\r\n"), {"body": b""}, {"field_size": 30}),
+    ("trailer-over-size", head("POST / HTTP/1.1", "Host: a", "Transfer-Encoding: chunked",
+                               body=b"0\r\nX-Trailer: 123456789012345678\r\n\r\n"), 431, {"field_size": 30}),
     ("trailer-two", head("POST / HTTP/1.1", H, "Transfer-Encoding: chunked",
                          body=b"0\r\nX-A: 1\r\nX-B: 2\r\n\r\n"), {"trailers": [("X-A", "1"), ("X-B", "2")]}),
     # --- limits: 414, 431, 413
-    ("line-at-limit", head("GET /" + "a" * (4094 - 14) + " HTTP/1.1", H), {"method": "GET"}),
-    ("line-over-limit", head("GET /" + "a" * (4095 - 14) + " HTTP/1.1", H), 414),
-    ("line-over-limit-partial", b"GET /" + b"a" * 5000, 414),
-    ("line-limit-raised", head("GET /" + LONG + " HTTP/1.1", H), {"method": "GET"}, {"request_line": 8190}),
+    ("line-at-limit", head("GET /" + "a" * (8190 - 14) + " HTTP/1.1", H), {"method": "GET"}),
+    ("line-over-limit", head("GET /" + "a" * (8191 - 14) + " HTTP/1.1", H), 414),
+    ("line-over-limit-partial", b"GET /" + b"a" * 9000, 414),
+    ("line-long-query-default", head("GET /" + LONG + " HTTP/1.1", H), {"method": "GET"}),
+    ("line-gunicorn-default", head("GET /" + LONG + " HTTP/1.1", H), 414, {"request_line": 4094}),
     ("line-limit-above-8190", head("GET /" + "b" * 20000 + " HTTP/1.1", H), {"method": "GET"},
      {"request_line": 32768}),
     ("line-unlimited", head("GET /" + "c" * 50000 + " HTTP/1.1", H), {"method": "GET"}, {"request_line": 0}),
@@ -397,8 +439,13 @@ CASES = [
     ("fields-over-limit", head(GET, H, *[f"X-{i}: v" for i in range(100)]), 431),
     ("fields-unlimited", head(GET, H, *[f"X-{i}: v" for i in range(500)]), {"method": "GET"}, {"fields": 0}),
     ("fields-small-limit", head(GET, H, "A: 1", "B: 2"), 431, {"fields": 2}),
-    ("field-at-size", head(GET, H, "X-Big: " + "v" * (8190 - 7)), {"method": "GET"}),
-    ("field-over-size", head(GET, H, "X-Big: " + "v" * (8190 - 6)), 431),
+    # a field line counts as received, with its CRLF (as in Gunicorn)
+    ("field-at-size", head(GET, H, "X-Big: " + "v" * (8188 - 7)), {"method": "GET"}),
+    ("field-over-size", head(GET, H, "X-Big: " + "v" * (8189 - 7)), 431),
+    ("field-over-size-by-ows", head(GET, H, "X-Big:" + " " * 9 + "v" * 8180), 431),
+    ("field-exact-small", head(GET, "Host: a", "X-A: 123456"), {"method": "GET"}, {"field_size": 13}),
+    ("field-over-small", head(GET, "Host: a", "X-A: 123456"), 431, {"field_size": 12}),
+    ("field-ows-counted", head(GET, "Host: a", "X-A:      1    "), 431, {"field_size": 16}),
     ("field-size-unlimited", head(GET, H, "X-Big: " + "v" * 20000), {"method": "GET"}, {"field_size": 0}),
     ("field-small-size", head(GET, H, "X-A: 123456"), 431, {"field_size": 8}),
     ("head-too-large-partial", b"GET / HTTP/1.1\r\n" + b"X-A: b\r\n" * 200000, 431),
@@ -456,3 +503,48 @@ def test_head_is_bounded_when_every_limit_is_off(parse):
     with pytest.raises(HTTPError) as info:
         parse(b"GET / HTTP/1.1\r\n" + b"X: y\r\n" * 400000, limits)
     assert info.value.status == 431
+
+
+# A value each singleton field may carry once; the parser checks only Host
+# and Content-Length values, the others just need to be field values.
+SINGLETON_VALUE = {"host": "example.com", "content-length": "0"}
+
+
+def _with_field(name, times):
+    fields = [f"{name.title()}: {SINGLETON_VALUE.get(name, 'v')}"] * times
+    return head("POST / HTTP/1.1", *([] if name == "host" else [H]), *fields)
+
+
+@pytest.mark.parametrize("parse", PARSERS)
+@pytest.mark.parametrize("name", sorted(SINGLETON_FIELDS))
+def test_every_singleton_field_may_occur_once_not_twice(parse, name):
+    assert isinstance(outcome(_with_field(name, 1), parse=parse), dict)
+    with pytest.raises(HTTPError) as info:
+        parse(_with_field(name, 2), Limits())
+    assert info.value.status == 400
+    assert f"more than one {name}" in info.value.detail.lower()
+
+
+def test_singleton_fields_cite_their_section():
+    assert {"host", "content-length", "content-type", "authorization"} <= set(SINGLETON_FIELDS)
+    for name, section in SINGLETON_FIELDS.items():
+        assert name == name.lower() and section.startswith("RFC 9110 §"), name
+
+
+@pytest.mark.parametrize("raw", [
+    head("POST / HTTP/1.1", H, "Content-Length: 3", "Content-Length: 3", body=b"abc"),
+    head(GET, H, "Authorization: a", "Authorization: a"),
+    head(GET, H, "X-Big: " + "v" * 8182),
+    head("GET / HTTP/1.2", H),
+])
+def test_both_parsers_decide_alike(raw):
+    if llhttp_parse_head is None:
+        pytest.skip("httptools is not installed")
+    results = []
+    for parse in (parse_head, llhttp_parse_head):
+        try:
+            req, _ = parse(raw, Limits())
+            results.append((req.version, req.keep_alive))
+        except HTTPError as exc:
+            results.append((exc.status, exc.detail))
+    assert results[0] == results[1]

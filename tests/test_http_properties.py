@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from prefork.http.body import ChunkedBody, LengthBody
 from prefork.http.errors import BadRequest, HTTPError
-from prefork.http.request import FORBIDDEN_TRAILERS, Limits, Request, parse_head
+from prefork.http.request import FORBIDDEN_TRAILERS, SINGLETON_FIELDS, Limits, Request, parse_head
 
 LIMITS = Limits()
 SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -17,7 +17,8 @@ SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[Heal
 TCHARS = "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 PATH_CHARS = "abcXYZ0189-._~!$&'()*+,;=:@/%"
 VALUE_CHARS = "".join(chr(c) for c in range(0x21, 0x7F)) + "\xe9\xff\x80"
-RESERVED = {"host", "content-length", "transfer-encoding", "connection", "expect"}
+# Framing and connection fields, and the fields that may occur only once.
+RESERVED = {"transfer-encoding", "connection", "expect"} | set(SINGLETON_FIELDS)
 
 tokens = st.text(TCHARS, min_size=1, max_size=12)
 names = tokens.filter(lambda n: n.lower() not in RESERVED)
@@ -51,11 +52,12 @@ def requests(draw):
     path = "/" + draw(st.text(PATH_CHARS, max_size=20))
     query = draw(st.one_of(st.none(), st.text(PATH_CHARS + "?", max_size=20)))
     target = path if query is None else f"{path}?{query}"
-    version = draw(st.sampled_from(["HTTP/1.0", "HTTP/1.1"]))
+    sent_version = draw(st.sampled_from(["HTTP/1.0", "HTTP/1.1", "HTTP/1.2", "HTTP/1.9"]))
+    version = "HTTP/1.0" if sent_version == "HTTP/1.0" else "HTTP/1.1"  # RFC 9110 §2.5
     fields = draw(st.lists(st.tuples(names, values), max_size=8))
     payload = draw(st.binary(max_size=200))
     framing = draw(st.sampled_from(["none", "length"] + (["chunked"] if version == "HTTP/1.1" else [])))
-    lines = [f"{method} {target} {version}"]
+    lines = [f"{method} {target} {sent_version}"]
     if version == "HTTP/1.1" or draw(st.booleans()):
         lines.append(f"Host:{draw(ows)}example.com{draw(ows)}")
     lines += [f"{n}:{draw(ows)}{v}{draw(ows)}" for n, v in fields]

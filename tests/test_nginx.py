@@ -134,7 +134,9 @@ def test_client_address_and_scheme(stack):
     assert (env["wsgi.url_scheme"], env["SERVER_NAME"], env["SERVER_PORT"]) == ("http", "127.0.0.1", "80")
     env = requests.get(f"https://127.0.0.1:{stack.tls_port}/environ_json", verify=stack.certs["ca.pem"],
                        timeout=10).json()
-    assert (env["wsgi.url_scheme"], env["SERVER_PORT"]) == ("https", "443")
+    # a unix socket has no port: SERVER_PORT is Host's, else the listener's scheme's;
+    # the proxy's X-Forwarded-Proto changes the scheme, not the port
+    assert (env["wsgi.url_scheme"], env["SERVER_PORT"]) == ("https", "80")
     assert env["REMOTE_ADDR"] == "127.0.0.1" and "HTTPS" not in env  # nginx, not prefork, did TLS
 
 

@@ -66,6 +66,15 @@ def test_every_setting_is_documented():
     assert len(flags) == len(set(flags))
 
 
+def test_every_option_has_one_short_plain_sentence_for_help():
+    for setting in SETTINGS:
+        if not setting.flags:
+            continue
+        short = setting.short
+        assert short and short.endswith(".") and short.count(". ") == 0, setting.name
+        assert "``" not in short and len(short) <= 64, setting.name
+
+
 @pytest.mark.parametrize("uri, module, attrs, call", [
     ("app", "app", [], None),
     ("pkg.mod:app", "pkg.mod", ["app"], None),

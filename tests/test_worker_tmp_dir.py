@@ -112,7 +112,7 @@ def test_a_missing_directory_is_a_bad_setting():
     code, out, err = run(["--worker-tmp-dir", "/no/such/dir", "basic:hello"])
     assert (code, err.strip()) == (2, "prefork: error: --worker-tmp-dir: no such directory: /no/such/dir")
     code, out, err = run(["--check-config", "--worker-tmp-dir", "/no/such/dir", "basic:hello"])
-    assert (code, err.strip()) == (1, "prefork: error: --worker-tmp-dir: no such directory: /no/such/dir")
+    assert (code, err.strip()) == (2, "prefork: error: --worker-tmp-dir: no such directory: /no/such/dir")
 
 
 def test_a_usable_directory_passes_check_config(tmp_path):

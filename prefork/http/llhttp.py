@@ -59,8 +59,9 @@ def parse_head(buf: bytes | bytearray, limits: Limits) -> tuple[Request, int] | 
         special: list[tuple[int, str]] = []
     else:
         _check_block(buf, start + line_len + 2, end + 4, limits)
-        fields, special = _python.split_fields(head[line_len + 2:-2])
-        _python.check_field_limits(fields, len(head) - line_len - 2, limits)
+        block = head[line_len + 2:-2]
+        fields, special = _python.split_fields(block)
+        _python.check_field_limits(fields, block, limits)
     request = _python._finish(method, target, version, fields, special, head[:line_len], limits)
     return request, end + 4
 

@@ -33,6 +33,33 @@ FORBIDDEN_TRAILERS = frozenset(
     }
 )
 
+# Fields whose definition in RFC 9110 is a single value, not a list, so that
+# a sender must not repeat them (RFC 9110 §5.3) and two of them cannot be
+# combined into one value: a request with two is refused, since a proxy in
+# front may have used the other one. By lower-case name, with the section
+# that defines each. Fields that only responses carry (Location, Server,
+# ETag, Last-Modified, Retry-After) are left out: they mean nothing in a
+# request. Cookie is no RFC 9110 field, and HTTP/2 gateways may split it
+# (RFC 9113 §8.2.3), so it may repeat and is joined with "; ".
+SINGLETON_FIELDS = {
+    "host": "RFC 9110 §7.2",
+    "content-length": "RFC 9110 §8.6",
+    "content-type": "RFC 9110 §8.3",
+    "content-location": "RFC 9110 §8.7",
+    "content-range": "RFC 9110 §14.4",
+    "authorization": "RFC 9110 §11.6.2",
+    "proxy-authorization": "RFC 9110 §11.7.2",
+    "date": "RFC 9110 §6.6.1",
+    "max-forwards": "RFC 9110 §7.6.2",
+    "from": "RFC 9110 §10.1.2",
+    "referer": "RFC 9110 §10.1.3",
+    "user-agent": "RFC 9110 §10.1.5",
+    "if-modified-since": "RFC 9110 §13.1.3",
+    "if-unmodified-since": "RFC 9110 §13.1.4",
+    "if-range": "RFC 9110 §13.1.5",
+    "range": "RFC 9110 §14.2",
+}
+
 # When a limit is 0 ("no limit of its own"), the part of the head it governs
 # is still bounded by this, so a client can never make a worker buffer
 # without limit.
@@ -49,7 +76,7 @@ class Limits:
 
     def __init__(
         self,
-        request_line: int = 4094,
+        request_line: int = 8190,
         fields: int = 100,
         field_size: int = 8190,
         body: int = 0,
@@ -64,12 +91,13 @@ class Limits:
         # Header names with "_": "drop" them, "refuse" the request, or keep
         # them ("dangerous"), with the meaning of Gunicorn's ``header_map``.
         self.header_map = header_map
-        # The whole head: request line, every field line, the empty line.
+        # The whole head: request line, every field line (``field_size``
+        # counts its CRLF), the empty line.
         line = request_line or UNLIMITED_PART
         if fields and field_size:
-            section = fields * (field_size + 2)
+            section = fields * field_size
         else:
-            section = max(UNLIMITED_PART, fields * 2, field_size + 2)
+            section = max(UNLIMITED_PART, fields * 2, field_size)
         self.max_head = MAX_LEADING_CRLF + line + 2 + section + 2
 
     def __repr__(self) -> str:
@@ -86,7 +114,9 @@ class Request:
     byte of the original is recoverable. ``host`` is the authority the
     request is for: the Host field, or the target's authority in
     absolute-form (RFC 9112 §3.2.2). ``content_length`` is 0 when there is
-    no body and meaningless when ``chunked``.
+    no body and meaningless when ``chunked``. ``version`` is the version the
+    request is processed as: ``HTTP/1.0`` or ``HTTP/1.1``, also for a higher
+    minor version of HTTP/1 (RFC 9110 §2.5); ``line`` keeps the one sent.
     """
 
     __slots__ = (
@@ -192,9 +222,11 @@ def _request_line(head: str) -> tuple[str, str, str]:
         line = head.split("\r", 1)[0]
         raise BadRequest(f"malformed request line {line[:80]!r}")
     method, target, major, minor = match.groups()
-    if major != "1" or minor not in "01":
+    if major != "1":
         raise VersionNotSupported(f"HTTP/{major}.{minor} is not supported")
-    return method, target, "HTTP/1.1" if minor == "1" else "HTTP/1.0"
+    # RFC 9110 §2.5: a higher minor version of HTTP/1 is processed as the
+    # highest one we conform to, so HTTP/1.2 is served as HTTP/1.1.
+    return method, target, "HTTP/1.0" if minor == "0" else "HTTP/1.1"
 
 
 # Names the request loop must look at, by lower-case name. Everything else
@@ -207,6 +239,15 @@ _SPECIAL = {
     "connection": _CONNECTION,
     "expect": _EXPECT,
 }
+# Every other singleton field has a kind of its own, from _FIRST_SINGLETON
+# on: its bit in an int then records that the request has it.
+_FIRST_SINGLETON = 8
+_SINGLETON_KINDS = {
+    name: kind for kind, name in enumerate(
+        (name for name in SINGLETON_FIELDS if name not in _SPECIAL), _FIRST_SINGLETON)
+}
+_SPECIAL.update(_SINGLETON_KINDS)
+_SINGLETON_NAMES = {kind: name for name, kind in _SINGLETON_KINDS.items()}
 # name as received -> kind; clients send the same few spellings over and
 # over, so after warm-up a field costs one dict lookup.
 _name_kinds: dict[str, int] = {}
@@ -252,12 +293,21 @@ def _finish(
     host = cl_value = expect = None
     te_value = connection = ""
     underscore = False
+    singletons = 0  # a bit per singleton field seen
     for kind, value in special:
         if kind == _HOST:
             if host is not None:
                 raise BadRequest("more than one Host field")
             host = value
+        elif kind >= _FIRST_SINGLETON:
+            bit = 1 << kind
+            if singletons & bit:
+                raise _repeated(kind)
+            singletons |= bit
         elif kind == _CONTENT_LENGTH:
+            # RFC 9112 §6.3 lets a recipient merge identical values; refused
+            # all the same (as Gunicorn does), since a proxy in front may
+            # have framed the message by either field.
             if cl_value is not None:
                 raise BadRequest("more than one Content-Length field")
             cl_value = value
@@ -308,6 +358,11 @@ def _finish(
     )
 
 
+def _repeated(kind: int) -> BadRequest:
+    name = _SINGLETON_NAMES[kind]
+    return BadRequest(f"more than one {name} field ({SINGLETON_FIELDS[name]} allows one)")
+
+
 # Host values already found valid (a server sees the same few over and over).
 _valid_hosts: set[str] = set()
 
@@ -349,8 +404,9 @@ def _parse_fields(
         return [], []
     if grammar.FIELD_BLOCK.fullmatch(head, pos) is None:
         raise _diagnose_block(head[pos:], limits)
-    fields, special = split_fields(head[pos:-2])
-    check_field_limits(fields, len(head) - pos, limits)
+    block = head[pos:-2]
+    fields, special = split_fields(block)
+    check_field_limits(fields, block, limits)
     return fields, special
 
 
@@ -376,16 +432,21 @@ def split_fields(block: str) -> tuple[list[tuple[str, str]], list[tuple[int, str
     return fields, special
 
 
-def check_field_limits(fields: list[tuple[str, str]], block_size: int, limits: Limits) -> None:
-    """Enforce the field count and field size limits on a parsed block of
-    ``block_size`` bytes (with the CRLF of its last line)."""
+def check_field_limits(fields: list[tuple[str, str]], block: str, limits: Limits) -> None:
+    """Enforce the field count and field size limits on the ``fields`` cut
+    out of ``block`` (field lines joined by CRLF, without the last CRLF).
+
+    A field line counts as Gunicorn counts it: as received, with its CRLF.
+    """
     if limits.fields and len(fields) > limits.fields:
         raise HeaderFieldsTooLarge(f"more than {limits.fields} header fields")
     size = limits.field_size
-    if size and block_size > size + 2:  # else no field can be too large
-        for name, value in fields:
-            if len(name) + len(value) + 2 > size:
-                raise HeaderFieldsTooLarge(f"header field {name[:40]!r} is over {size} bytes")
+    if size and len(block) + 2 > size:  # else no line can be too large
+        for line in block.split("\r\n"):
+            if len(line) + 2 > size:
+                name = line.partition(":")[0]
+                raise HeaderFieldsTooLarge(
+                    f"header field {name[:40]!r} is over {size} bytes with its CRLF")
 
 
 def _diagnose_block(block: str, limits: Limits) -> HTTPError:
@@ -398,7 +459,7 @@ def _diagnose_block(block: str, limits: Limits) -> HTTPError:
         return BadRequest("whitespace between a field name and the colon")
     if limits.field_size:
         for raw in block.split("\r\n"):
-            if len(raw) > limits.field_size + 2:
+            if len(raw) + 2 > limits.field_size:
                 return HeaderFieldsTooLarge(f"a header field is over {limits.field_size} bytes")
     return BadRequest("malformed header field")
 

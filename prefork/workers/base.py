@@ -19,7 +19,7 @@ from types import FrameType
 from typing import Any, NoReturn
 
 from .. import SERVER_SOFTWARE
-from ..app import AppNotFound, load_app, prepare_path
+from ..app import describe_failure, load_app, prepare_path
 from ..heartbeat import IDLE, STOPPING, HeartbeatSlot, beat_interval
 from ..http import head_parser
 from ..http.request import Limits
@@ -207,15 +207,8 @@ class Worker:
         try:
             prepare_path(self.cfg.chdir, self.cfg.pythonpath)
             self.app = load_app(self.cfg.app_uri)
-        except AppNotFound as exc:
-            self.slot.write_error(f"cannot load the application: {exc}")
-            raise SystemExit(EXIT_APP_LOAD_ERROR) from None
         except BaseException as exc:
-            text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-            self.slot.write_error(
-                f"cannot load the application {self.cfg.app_uri!r}: an exception was raised "
-                f"while importing it\n{text.rstrip()}"
-            )
+            self.slot.write_error(describe_failure(self.cfg.app_uri, exc))
             raise SystemExit(EXIT_APP_LOAD_ERROR) from None
 
     def run(self) -> None:
@@ -229,7 +222,7 @@ class Worker:
         else:
             host, port_number = listener.sock.getsockname()[:2]
             name, port = host, str(port_number)
-        errors = ErrorStream(self.log.error_log.error)
+        errors = ErrorStream(self.log.app_line)
         scheme = "https" if self.ssl_context is not None else "http"
         return base_environ(name, port, self.cfg.workers > 1, errors, scheme)
 
