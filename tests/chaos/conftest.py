@@ -94,8 +94,13 @@ def figures(request):
     scenario did, for the summary at the end of the run and the report file."""
 
     def record(**values):
-        FIGURES.append({"scenario": request.node.name, "profile": PROFILE.name,
-                        "seed": PROFILE.seed, **values})
+        entry = {"scenario": request.node.name, "profile": PROFILE.name, "seed": PROFILE.seed,
+                 **values}
+        FIGURES.append(entry)
+        path = os.environ.get("PREFORK_CHAOS_REPORT")
+        if path:  # at once, and appended: also from pytest-xdist's worker processes
+            with open(path, "a", encoding="utf-8") as f:
+                f.write(json.dumps(entry, sort_keys=True) + "\n")
 
     return record
 
@@ -103,12 +108,8 @@ def figures(request):
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
     if not FIGURES:
         return
-    path = os.environ.get("PREFORK_CHAOS_REPORT")
-    if path:
-        with open(path, "a", encoding="utf-8") as f:
-            for entry in FIGURES:
-                f.write(json.dumps(entry, sort_keys=True) + "\n")
-    if PROFILE.name == "short" and not path and config.option.verbose <= 0:
+    quiet = PROFILE.name == "short" and not os.environ.get("PREFORK_CHAOS_REPORT")
+    if quiet and config.option.verbose <= 0:
         return
     terminalreporter.section(f"chaos figures (profile {PROFILE.name}, seed {PROFILE.seed})")
     for entry in FIGURES:
