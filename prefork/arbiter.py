@@ -71,6 +71,9 @@ QUICK_STOP_TIMEOUT = 5.0
 CRASH_WINDOW = 5.0
 BACKOFF_FIRST = 0.25
 BACKOFF_CAP = 5.0
+# Before the server has been healthy, this many failed spawns in a row (fork or
+# heartbeat file: EAGAIN, ENOSPC, EMFILE...) stop it; later they only back off.
+SPAWN_ATTEMPTS = 4
 STATUS_INTERVAL = 5.0  # how often systemd's STATUS= is refreshed without a watchdog
 # At most one worker per usable core loads the application at a time (see
 # Arbiter.boot_slots); one that has been loading longer than this, most likely
@@ -80,6 +83,10 @@ BOOT_STAGGER_MAX = 0.5
 
 class StartupError(Exception):
     """The server cannot start; the message is one line (exit status 1)."""
+
+
+class SpawnError(Exception):
+    """A worker could not be started; the message says why, in one line."""
 
 
 @dataclass
@@ -93,6 +100,7 @@ class WorkerRecord:
     retiring: bool = False
     aborted_at: float = 0.0
     killed: bool = False  # the master sent SIGKILL
+    boot_timed_out: bool = False  # aborted while loading the application
 
     @property
     def age(self) -> int:
@@ -135,6 +143,7 @@ class Arbiter:
         self.boot_check = 0.0  # when a booting worker stops holding back the next one
         self.boot_concurrency = _usable_cores()
         self.crash_streak = 0
+        self.spawn_failures = 0  # in a row
         self.exit_code = 0
         self.pidfile: Pidfile | None = None
         self.reexec_pid = 0  # the new master of a USR2 upgrade
@@ -553,6 +562,9 @@ class Arbiter:
         signal.set_wakeup_fd(-1)
         os.chdir(self.start_cwd)
         argv = [sys.executable, *sys.orig_argv[1:]]
+        # In this forked child only: the master's own descriptors stay close-on-exec.
+        for listener in self.listeners:
+            os.set_inheritable(listener.fileno(), True)
         os.execve(sys.executable, argv, env)
 
     def _upgrade_failed(self, status: int) -> None:
@@ -587,8 +599,12 @@ class Arbiter:
     def _worker_exited(self, record: WorkerRecord, status: int) -> None:
         how = describe_exit(status)
         code = os.waitstatus_to_exitcode(status)
-        if code in (EXIT_APP_LOAD_ERROR, EXIT_BOOT_ERROR):
-            self._boot_failed(record, code)
+        if record.boot_timed_out:
+            self._boot_failed(record, "the application did not finish loading within "
+                                      f"--boot-timeout {self.cfg.boot_timeout:g} s", timed_out=True)
+        elif code in (EXIT_APP_LOAD_ERROR, EXIT_BOOT_ERROR):
+            self._boot_failed(record, record.slot.error()
+                              or f"worker {record.pid} failed to boot (exit {code})")
         elif record.aborted_at:
             self.log.info("Worker %s exited after its timeout (%s)", record.pid, how)
         elif self.stopping or record.retiring or record.killed or code == 0:
@@ -597,9 +613,10 @@ class Arbiter:
             self.log.error("Worker %s died unexpectedly (%s)", record.pid, how)
             self._note_crash(record)
 
-    def _boot_failed(self, record: WorkerRecord, code: int) -> None:
-        message = record.slot.error() or f"worker {record.pid} failed to boot (exit {code})"
-        if self.stopping or record.killed:
+    def _boot_failed(self, record: WorkerRecord, message: str, timed_out: bool = False) -> None:
+        # A worker killed on purpose (a stop, an abandoned reload) did not fail;
+        # one killed because it ignored its boot timeout's SIGABRT did.
+        if self.stopping or (record.killed and not timed_out):
             return
         if not self.healthy:
             # Never loop forking workers that cannot start: stop everything now.
@@ -611,12 +628,13 @@ class Arbiter:
             self._end_reload(failed=message)
         else:
             self.log.error("Worker %s failed to boot: %s", record.pid, message)
-            self._note_crash(record)
+            self._note_crash(record, always=timed_out)
 
-    def _note_crash(self, record: WorkerRecord) -> None:
-        """Back off from respawning when workers keep dying soon after they start."""
+    def _note_crash(self, record: WorkerRecord, always: bool = False) -> None:
+        """Back off from respawning when workers keep dying soon after they start
+        (``always``: however long it lived, e.g. it never finished booting)."""
         now = time.monotonic()
-        if now - record.started > CRASH_WINDOW:
+        if now - record.started > CRASH_WINDOW and not always:
             self.crash_streak = 0
             return
         self.crash_streak += 1
@@ -645,11 +663,37 @@ class Arbiter:
                 continue
             booting = not record.ready and record.slot.state() == BOOTING
             limit = self.cfg.boot_timeout if booting else self.cfg.timeout
-            stale = now - record.slot.last_beat()
-            if limit and stale > limit:
+            stale = self._silent_for(record, limit) if limit else 0.0
+            if stale:
                 self._report_timeout(record, stale, booting, now)
                 record.aborted_at = now
+                record.boot_timed_out = booting
+                if booting and not self.healthy:
+                    # The server stops once this worker is reaped (after it
+                    # has logged where it is stuck): start no other meanwhile.
+                    self.spawn_after = max(self.spawn_after, now + ABORT_GRACE + 1.0)
                 self._kill(record.pid, signal.SIGABRT)
+
+    def _silent_for(self, record: WorkerRecord, limit: float) -> float:
+        """How long the worker has not beaten, if longer than ``limit``; else 0.
+
+        A worker is aborted on two reads that agree, never on one: a read that
+        the worker's write overtook is followed by one that sees its new beat.
+        A beat no worker can have written (0.0, from the future, older than
+        the slot) is a torn read, not a stuck worker."""
+        slot = record.slot
+        silent = 0.0
+        for _ in range(2):
+            beat = slot.last_beat()
+            now = time.monotonic()
+            if not slot.created <= beat <= now:
+                self.log.debug("Worker %s: impossible heartbeat %r (a torn read), not a timeout",
+                               record.pid, beat)
+                return 0.0
+            silent = now - beat
+            if silent <= limit:
+                return 0.0
+        return silent
 
     def _report_timeout(self, record: WorkerRecord, stale: float, booting: bool, now: float) -> None:
         current = record.slot.current_request()
@@ -681,6 +725,8 @@ class Arbiter:
         if missing > 0 and now >= self.spawn_after:
             for _ in range(min(missing, self.boot_slots(now))):
                 self.spawn_worker()
+                if self.stopping or self.spawn_after > now:
+                    return  # it failed: back off (or stop) before another
         ready = [r for r in wanted if r.ready]
         # Retire stale workers as ready replacements take their place.
         for record in stale[: max(0, len(ready) + len(stale) - self.num_workers)]:
@@ -719,13 +765,33 @@ class Arbiter:
     def spawn_worker(self) -> None:
         try:
             self._spawn_worker()
-        except OSError as exc:  # e.g. EAGAIN under a pids limit, ENOSPC for the slot
-            self.spawn_after = time.monotonic() + 1.0
-            self.log.error("Cannot start a worker (%s); trying again in 1 s", exc)
+        except (SpawnError, OSError) as exc:
+            self._spawn_failed(str(exc))
+        else:
+            self.spawn_failures = 0
+
+    def _spawn_failed(self, reason: str) -> None:
+        """Stop if the server never became healthy and this keeps happening;
+        otherwise back off, doubling the wait."""
+        self.spawn_failures += 1
+        if not self.healthy and self.spawn_failures >= SPAWN_ATTEMPTS:
+            self.log.error("Cannot start a worker: %s", reason)
+            self.log.error("Shutting down: %d attempts in a row failed before the server was ready",
+                           self.spawn_failures)
+            self.exit_code = 1
+            self.stop(graceful=False, kill=True)
+            return
+        delay = min(BACKOFF_FIRST * 2 ** (self.spawn_failures - 1), BACKOFF_CAP)
+        self.spawn_after = time.monotonic() + delay
+        self.log.error("Cannot start a worker: %s; trying again in %.2f s", reason, delay)
 
     def _spawn_worker(self) -> None:
         self.worker_age += 1
-        slot = HeartbeatSlot(self.cfg.worker_tmp_dir)
+        tmp_dir = self.cfg.worker_tmp_dir or default_tmp_dir()
+        try:
+            slot = HeartbeatSlot(tmp_dir)
+        except OSError as exc:  # ENOSPC, EMFILE, EACCES...
+            raise SpawnError(f"cannot create its heartbeat file in {tmp_dir}: {exc.strerror}") from exc
         worker = worker_class(self.cfg.worker_class)(
             self.cfg, self.listeners, slot, self.log, self.worker_age, self.pid, app=self.app)
         worker.ssl_context = self.ssl_context
@@ -735,9 +801,9 @@ class Arbiter:
         mask = signal.pthread_sigmask(signal.SIG_BLOCK, WORKER_SIGNALS)
         try:
             pid = os.fork()
-        except OSError:
+        except OSError as exc:  # EAGAIN under a process limit, ENOMEM
             slot.close()
-            raise
+            raise SpawnError(f"fork() failed: {exc.strerror}") from exc
         finally:
             if os.getpid() == self.pid:
                 signal.pthread_sigmask(signal.SIG_SETMASK, mask)

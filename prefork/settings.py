@@ -570,7 +570,9 @@ SETTINGS: list[Setting] = [
     _s("boot_timeout", "Worker processes", ("--boot-timeout",), nonneg_float, 120.0,
        """How long a worker may take to import and build the application before it
        is considered stuck and killed. Separate from ``--timeout`` so that a slow
-       import is not mistaken for a stuck request. 0 disables the check.""",
+       import is not mistaken for a stuck request. At the first start, a boot
+       timeout stops the server (exit status 1), as an import error does. 0
+       disables the check.""",
        example="--boot-timeout 300", metavar="SECONDS",
        short="How long a worker may take to load the application."),
     _s("graceful_timeout", "Worker processes", ("--graceful-timeout",), nonneg_float, 30.0,

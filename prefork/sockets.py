@@ -1,6 +1,9 @@
 # Listening sockets: created (or adopted) exactly once by the master, before
-# any worker is forked, and inherited by every worker. A unix socket file left
-# by a dead server is removed; one that a live server still answers on is not.
+# any worker is forked, and inherited by every worker through fork(). They are
+# close-on-exec, so a program the application runs (``os.system("cmd &")``)
+# never holds the port after the server has stopped; only a binary upgrade
+# makes them inheritable, just before its execve. A unix socket file left by
+# a dead server is removed; one that a live server still answers on is not.
 from __future__ import annotations
 
 import errno
@@ -42,7 +45,7 @@ def adopt_fd(fd: int, address: Address, backlog: int) -> Listener:
         raise BindError(f"fd://{fd}: not a stream socket")
     if not sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
         sock.listen(backlog)
-    sock.set_inheritable(True)
+    sock.set_inheritable(False)
     return Listener(sock, address)
 
 
@@ -75,7 +78,7 @@ def _bind_tcp(address: Address, backlog: int) -> Listener:
     except OSError as exc:
         sock.close()
         raise _bind_error(address, exc) from None
-    sock.set_inheritable(True)
+    sock.set_inheritable(False)
     return Listener(sock, address)
 
 
@@ -107,7 +110,7 @@ def _reserve_tcp(address: Address) -> Listener:
     except OSError as exc:
         sock.close()
         raise _bind_error(address, exc) from None
-    sock.set_inheritable(True)
+    sock.set_inheritable(False)
     return Listener(sock, address, per_worker=True)
 
 
@@ -125,7 +128,7 @@ def _listen_beside(reservation: socket.socket, address: Address, backlog: int) -
     except OSError as exc:
         sock.close()
         raise _bind_error(address, exc) from None
-    sock.set_inheritable(True)
+    sock.set_inheritable(False)
     return Listener(sock, address)
 
 
@@ -144,7 +147,7 @@ def _bind_unix(address: Address, backlog: int) -> Listener:
     except OSError as exc:
         sock.close()
         raise BindError(f"cannot listen on unix:{path}: {exc.strerror}") from None
-    sock.set_inheritable(True)
+    sock.set_inheritable(False)
     return Listener(sock, address, owned_path=path)
 
 
@@ -223,7 +226,7 @@ def inherit_listeners(fds: list[int], addresses: list[Address], backlog: int,
                 listeners.append(create_listener(address, backlog, reuse_port))
                 continue
             inherited.remove(match)
-            match.set_inheritable(True)
+            match.set_inheritable(False)
             owned = address.path if address.kind == "unix" else ""
             reservation = _is_reservation(match)
             if reservation and not reuse_port:

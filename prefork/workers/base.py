@@ -4,15 +4,25 @@
 # Signal handlers only set flags, except that a TERM arriving while the worker
 # is blocked waiting for a connection interrupts that wait (an idle worker
 # stops at once), and ABRT (a timeout) writes where the worker is stuck.
+#
+# A worker whose master has died has nobody to enforce --timeout on it. The
+# parent-death signal (TERM) or a thread watching the master's pidfd, whichever
+# runs first, arms a kernel timer (ITIMER_REAL, SIGALRM left at its default
+# action): the worker finishes its request if it can, and the kernel ends it
+# at the deadline whatever it is doing. The thread covers a main thread that
+# is inside C code that never returns to the interpreter, where the TERM
+# handler cannot run.
 from __future__ import annotations
 
 import hashlib  # noqa: F401  (imported for the workers: see below)
 import os
 import random
+import select
 import signal
 import socket
 import ssl  # noqa: F401  (imported for the workers: see below)
 import sys
+import threading
 import time
 import traceback
 from types import FrameType
@@ -82,6 +92,8 @@ class Worker:
         self.retire_asked = False
         self.reopen_logs = False  # USR1 arrived: reopen the log files at the next safe point
         self.draining = 0.0  # when a full stop (TERM) began: serve the listen queue, then exit
+        self.orphaned = False  # the master is gone: the kernel timer is armed
+        self._watcher: threading.Thread | None = None
         self.pre_request = cfg.pre_request
         self.post_request = cfg.post_request
         self.limits = Limits(
@@ -147,8 +159,12 @@ class Worker:
         self._drop_privileges()
         # After the privilege drop, which clears the parent-death signal.
         _set_parent_death_signal(signal.SIGTERM)
+        master = _pidfd(self.ppid)
         if os.getppid() != self.ppid:  # the master died before we could ask
             raise SystemExit(EXIT_OK)
+        signal.signal(signal.SIGALRM, signal.SIG_DFL)  # what ends an orphan at its deadline
+        if master is not None:
+            self._watch_master(master)
         for sig in (signal.SIGTTIN, signal.SIGTTOU, signal.SIGWINCH, signal.SIGUSR2):
             signal.signal(sig, signal.SIG_IGN)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
@@ -160,6 +176,44 @@ class Worker:
         signal.signal(signal.SIGUSR1, self._on_usr1)
         # The master blocked these around fork(); what arrived since is delivered now.
         signal.pthread_sigmask(signal.SIG_SETMASK, set())
+
+    def _watch_master(self, pidfd: int) -> None:
+        """Start the thread that notices the master's death (its pidfd turns
+        readable). It blocks every signal, so signals still interrupt the main
+        thread's waits."""
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
+        watcher = threading.Thread(target=self._await_master_exit, args=(pidfd,),
+                                   name="prefork-master-watch", daemon=True)
+        try:
+            watcher.start()
+            self._watcher = watcher
+        except RuntimeError as exc:  # a thread counts against RLIMIT_NPROC
+            os.close(pidfd)
+            self.log.warning("Worker %s: %s to watch the master; if the master dies while this "
+                             "worker is stuck in C code, nothing will end it", self.pid, exc)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+
+    def _await_master_exit(self, pidfd: int) -> None:
+        try:
+            select.select([pidfd], [], [])
+        except (OSError, ValueError):
+            return
+        self._orphan()
+
+    def _orphan(self) -> None:
+        """The master is gone: stop taking connections, and have the kernel end
+        this process within min(--graceful-timeout, --timeout)."""
+        if self.orphaned:
+            return
+        self.orphaned = True
+        self.alive = False
+        limits = [t for t in (self.cfg.graceful_timeout, self.cfg.timeout) if t > 0]
+        deadline = max(min(limits, default=0.0), 0.01)  # setitimer(0) would disarm it
+        self.log.warning("Worker %s: the master (pid %s) is gone; finishing the request in "
+                         "progress, exiting within %g s", self.pid, self.ppid, deadline)
+        _default_alarm()
+        signal.setitimer(signal.ITIMER_REAL, deadline)
 
     def _bind_own_sockets(self) -> None:
         """--reuse-port: replace the master's reservations by sockets of our own."""
@@ -232,14 +286,16 @@ class Worker:
         if self.reopen_logs:
             self._reopen_logs()
         if os.getppid() != self.ppid:
-            self.log.info("worker %s: master is gone, exiting", self.pid)
-            self.alive = False
+            self._orphan()
 
     # --- signal handlers
 
     def _on_term(self, signum: int, frame: FrameType | None) -> None:
+        if os.getppid() != self.ppid:  # the parent-death signal
+            self._orphan()
+        else:
+            self.draining = time.monotonic()
         self.alive = False
-        self.draining = time.monotonic()
         if self.waiting:
             self.waiting = False
             raise StopWaiting
@@ -266,10 +322,14 @@ class Worker:
         if current is not None:
             line, started = current
             doing = f"serving {line!r} for {time.monotonic() - started:.1f} s"
+        elif not self.booted:
+            doing = "while loading the application"
         else:
             doing = "not in a request"
         stacks = []
         frames = sys._current_frames()
+        if self._watcher is not None:
+            frames.pop(self._watcher.ident or 0, None)  # ours, always in select()
         for thread_id, thread_frame in frames.items():
             stack = "".join(traceback.format_stack(thread_frame))
             stacks.append(f"Thread {thread_id}:\n{stack.rstrip()}")
@@ -323,19 +383,38 @@ def _primary_gid(uid: int) -> int | None:
         return None
 
 
-def _load_prctl() -> Any:
-    """libc's prctl (Linux), looked up once in the master; None elsewhere."""
+def _load_libc() -> Any:
+    """libc (Linux), loaded once in the master; None elsewhere."""
     if not sys.platform.startswith("linux"):
         return None
     try:
         import ctypes
 
-        return ctypes.CDLL(None, use_errno=True).prctl
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.signal.argtypes = [ctypes.c_int, ctypes.c_void_p]
+        return libc
     except (OSError, AttributeError):
         return None
 
 
-_prctl = _load_prctl()
+_libc = _load_libc()
+_prctl = None if _libc is None else _libc.prctl
+
+
+def _pidfd(pid: int) -> int | None:
+    """A descriptor that turns readable when process ``pid`` exits (Linux 5.3+)."""
+    try:
+        return os.pidfd_open(pid)
+    except (AttributeError, OSError):
+        return None
+
+
+def _default_alarm() -> None:
+    """SIGALRM back to its default action (end the process), from any thread."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGALRM, signal.SIG_DFL)
+    elif signal.getsignal(signal.SIGALRM) is not signal.SIG_DFL and _libc is not None:
+        _libc.signal(signal.SIGALRM, None)  # the application set a handler of its own
 
 
 def _set_parent_death_signal(sig: int) -> None:
