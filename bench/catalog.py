@@ -22,6 +22,11 @@ class ServerSpec:
 PRESETS = {s.name: s for s in (
     ServerSpec("prefork",
                "{python} -m prefork -w {workers} -b {host}:{port} --log-level warning {app}"),
+    # The cost of metrics: the same prefork counting every request into its
+    # scoreboard for --metrics-bind (nobody scrapes during the run).
+    ServerSpec("prefork-metrics",
+               "{python} -m prefork -w {workers} -b {host}:{port} --log-level warning "
+               "--metrics-bind {host}:0 {app}"),
     ServerSpec("gunicorn-sync",
                "{python} -m gunicorn -k sync -w {workers} -b {host}:{port} "
                "--log-level warning {app}"),

@@ -24,7 +24,6 @@ import errno
 import fcntl
 import gc
 import os
-import select
 import signal
 import socket
 import struct
@@ -35,8 +34,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from .app import AppNotFound, load_app, prepare_path
+from .endpoint import EndpointError
 from .heartbeat import BOOTING, BUSY, IDLE, HeartbeatSlot, beat_interval, default_tmp_dir
 from .logs import Logger
+from .observe import Observer, exit_reason
 from .pidfile import Pidfile, PidfileError, alive
 from .settings import Address, Config, ConfigError
 from .sockets import (
@@ -46,6 +47,15 @@ from .sockets import (
     inherit_listeners,
     needs_poll,
     tune_listener,
+)
+from .stats import (
+    MAX_REQUESTS,
+    RELOAD,
+    RELOAD_FAILED,
+    RESTART_REASONS,
+    SCALE_DOWN,
+    STOP,
+    TIMEOUT,
 )
 from .systemd import Notifier, listen_fds, watchdog_interval
 from .tls import TLSSetupError, build_context
@@ -101,6 +111,10 @@ class WorkerRecord:
     aborted_at: float = 0.0
     killed: bool = False  # the master sent SIGKILL
     boot_timed_out: bool = False  # aborted while loading the application
+    # Why the master stops this worker (stats.RESTART_REASONS, SCALE_DOWN, STOP);
+    # empty while it has not asked. ``replace`` asks for a replacement first.
+    reason: str = ""
+    replace: str = ""
 
     @property
     def age(self) -> int:
@@ -156,6 +170,7 @@ class Arbiter:
         self.ssl_context: Any = None  # built once from the settings, shared by the workers
         self.sig_queue: collections.deque[int] = collections.deque()
         self._wake_r = self._wake_w = -1
+        self.observer = Observer(self)  # metrics, control socket, statsd
 
     # --- start and the main loop
 
@@ -171,6 +186,7 @@ class Arbiter:
                 self.maintain()
                 self.check_progress()
                 self.ping()
+                self.observer.tick(time.monotonic())
         except StartupError as exc:
             self.log.error("%s", exc)
             self.exit_code = 1
@@ -193,6 +209,10 @@ class Arbiter:
         check_worker_tmp_dir(self.cfg.worker_tmp_dir)
         self._install_signals()
         self._bind()
+        try:
+            self.observer.open()
+        except EndpointError as exc:
+            raise StartupError(str(exc)) from None
         if self.cfg.daemon and not self.upgrade_from:  # an upgrade's new master is detached already
             self._daemonize()
         self.watchdog = watchdog_interval(os.environ, self.pid)
@@ -371,12 +391,10 @@ class Arbiter:
         self.sig_queue.append(signum)
 
     def wait(self) -> None:
-        """Sleep until a signal arrives or the next check is due."""
+        """Sleep until a signal arrives or the next check is due, serving the
+        metrics and control endpoints meanwhile (without blocking on them)."""
         if not self.sig_queue:
-            try:
-                select.select([self._wake_r], [], [], self._next_check())
-            except InterruptedError:
-                pass
+            self.observer.wait([self._wake_r], self._next_check())
         try:
             while os.read(self._wake_r, 4096):
                 pass
@@ -387,7 +405,7 @@ class Arbiter:
         now = time.monotonic()
         delay = beat_interval(self.cfg.timeout)
         for deadline in (self.spawn_after, self.boot_check, self.stop_at, self.stop_deadline,
-                         self.next_ping):
+                         self.next_ping, self.observer.next_check(now)):
             if deadline > now:
                 delay = min(delay, deadline - now)
         if self.stopping or any(r.aborted_at for r in self.workers.values()):
@@ -406,6 +424,17 @@ class Arbiter:
 
     def handle_chld(self) -> None:
         pass  # reaping and readiness checks happen in every turn of the loop
+
+    @property
+    def phase(self) -> str:
+        """starting, running, reloading, upgrading or stopping."""
+        if self.shutting_down:
+            return "stopping"
+        if not self.healthy:
+            return "starting"
+        if self.reloading:
+            return "reloading"
+        return "upgrading" if self.reexec_pid else "running"
 
     @property
     def shutting_down(self) -> bool:
@@ -503,7 +532,8 @@ class Arbiter:
             self.log.reconfigure(cfg)
         except (OSError, ConfigError) as exc:
             self.log.error("Reload: keeping the current logging settings: %s", exc)
-        self.cfg = cfg
+        old, self.cfg = self.cfg, cfg
+        self.observer.config_changed(old)
         self._set_listener_timeouts()
         for warning in cfg.warnings:
             self.log.warning("%s", warning)
@@ -517,6 +547,7 @@ class Arbiter:
                 if record.generation == self.generation and not record.ready:
                     self._kill(record.pid, signal.SIGKILL)
                     record.killed = True
+                    record.reason = record.reason or RELOAD_FAILED
             self.generation -= 1
             for record in self.workers.values():
                 record.generation = min(record.generation, self.generation)
@@ -591,12 +622,15 @@ class Arbiter:
             record = self.workers.pop(pid, None)
             if record is None:
                 continue  # not ours (e.g. an orphan adopted by PID 1): reaped quietly
-            self._worker_exited(record, status)
+            reason = STOP if self.stopping else exit_reason(record, status)
+            replaced = reason in RESTART_REASONS
+            self._worker_exited(record, status, reason)
+            self.observer.worker_exited(record, status, reason, replaced)
             self.served_by_exited += record.slot.requests()
             record.slot.close()
             self.hook("child_exit", self, record.worker)
 
-    def _worker_exited(self, record: WorkerRecord, status: int) -> None:
+    def _worker_exited(self, record: WorkerRecord, status: int, reason: str) -> None:
         how = describe_exit(status)
         code = os.waitstatus_to_exitcode(status)
         if record.boot_timed_out:
@@ -606,11 +640,11 @@ class Arbiter:
             self._boot_failed(record, record.slot.error()
                               or f"worker {record.pid} failed to boot (exit {code})")
         elif record.aborted_at:
-            self.log.info("Worker %s exited after its timeout (%s)", record.pid, how)
+            self.log.info("Worker %s exited after its timeout (%s); reason: %s", record.pid, how, reason)
         elif self.stopping or record.retiring or record.killed or code == 0:
-            self.log.info("Worker %s exited (%s)", record.pid, how)
+            self.log.info("Worker %s exited (%s); reason: %s", record.pid, how, reason)
         else:
-            self.log.error("Worker %s died unexpectedly (%s)", record.pid, how)
+            self.log.error("Worker %s died unexpectedly (%s); reason: %s", record.pid, how, reason)
             self._note_crash(record)
 
     def _boot_failed(self, record: WorkerRecord, message: str, timed_out: bool = False) -> None:
@@ -667,6 +701,8 @@ class Arbiter:
             if stale:
                 self._report_timeout(record, stale, booting, now)
                 record.aborted_at = now
+                record.reason = TIMEOUT
+                self.observer.worker_timed_out(record)
                 record.boot_timed_out = booting
                 if booting and not self.healthy:
                     # The server stops once this worker is reaped (after it
@@ -719,7 +755,8 @@ class Arbiter:
         if self.stopping:
             return
         live = [r for r in self.workers.values() if not r.retiring and not r.killed and not r.aborted_at]
-        wanted = [r for r in live if r.generation == self.generation and not r.slot.retire_requested()]
+        wanted = [r for r in live if r.generation == self.generation
+                  and not r.slot.retire_requested() and not r.replace]
         stale = sorted((r for r in live if r not in wanted), key=lambda r: r.age)
         missing = self.num_workers - len(wanted)
         if missing > 0 and now >= self.spawn_after:
@@ -730,11 +767,11 @@ class Arbiter:
         ready = [r for r in wanted if r.ready]
         # Retire stale workers as ready replacements take their place.
         for record in stale[: max(0, len(ready) + len(stale) - self.num_workers)]:
-            self.retire(record)
+            self.retire(record, replacement_reason(record))
         if len(wanted) > self.num_workers:
             extra = sorted(wanted, key=lambda r: (r.ready, r.age))[: len(wanted) - self.num_workers]
             for record in extra:
-                self.retire(record)
+                self.retire(record, SCALE_DOWN)
 
     def boot_slots(self, now: float) -> int:
         """How many more workers may start loading the application now.
@@ -758,9 +795,20 @@ class Arbiter:
                 self.boot_check = min(self.boot_check or held_until, held_until)
         return max(0, self.boot_concurrency - booting)
 
-    def retire(self, record: WorkerRecord) -> None:
+    def retire(self, record: WorkerRecord, reason: str) -> None:
         record.retiring = True
+        record.reason = record.reason or reason
         self._kill(record.pid, RETIRE)
+
+    def replace_worker(self, pid: int, reason: str) -> bool:
+        """Replace worker ``pid`` as recycling does: its successor first, then a
+        graceful retirement. False if there is no such live worker."""
+        record = self.workers.get(pid)
+        if record is None or record.retiring or record.killed or record.aborted_at:
+            return False
+        record.replace = reason
+        self.maintain()
+        return True
 
     def spawn_worker(self) -> None:
         try:
@@ -795,6 +843,7 @@ class Arbiter:
         worker = worker_class(self.cfg.worker_class)(
             self.cfg, self.listeners, slot, self.log, self.worker_age, self.pid, app=self.app)
         worker.ssl_context = self.ssl_context
+        worker.statsd = self.observer.statsd
         self.hook("pre_fork", self, worker)
         # Signals sent to the new worker before it has its own handlers must not
         # reach the master's: they stay pending until the worker unblocks them.
@@ -831,6 +880,7 @@ class Arbiter:
             record.slot.close()
         self.workers.clear()
         self.notifier.close()
+        self.observer.close_in_child()
 
     def check_progress(self) -> None:
         """Notice workers that became ready, and the end of a start or reload."""
@@ -956,6 +1006,7 @@ class Arbiter:
             if record is not None:
                 record.slot.close()
         close_listeners(self.listeners, unlink=self._may_unlink())
+        self.observer.close()
         if self.exit_code == 0:
             self.log.info("Shutting down: master")
         self.hook("on_exit", self)
@@ -979,6 +1030,13 @@ def check_worker_tmp_dir(tmp_dir: str | None) -> None:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         raise StartupError(f"--worker-tmp-dir {where} cannot hold the workers' heartbeat "
                            f"files: {reason}") from None
+
+
+def replacement_reason(record: WorkerRecord) -> str:
+    """Why a worker that is not wanted any more is being replaced."""
+    if record.replace:
+        return record.replace
+    return MAX_REQUESTS if record.slot.retire_requested() else RELOAD
 
 
 def _id(value: int | None) -> int:

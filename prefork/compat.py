@@ -133,10 +133,12 @@ GUNICORN_SETTINGS: dict[str, GunicornSetting] = {g.name: g for g in [
     _g("syslog_prefix", "--log-syslog-prefix"),
     _g("syslog_facility", "--log-syslog-facility"),
     _g("enable_stdio_inheritance", "-R --enable-stdio-inheritance", FLAG),
-    _g("statsd_host", "--statsd-host"),
+    _g("statsd_host", "--statsd-host", note="Gunicorn's metric names, nothing else; prefork's "
+       "own figures (histograms, restarts by reason, listen queues) are on --metrics-bind."),
     _g("dogstatsd_tags", "--dogstatsd-tags"),
     _g("statsd_prefix", "--statsd-prefix"),
-    _g("enable_backlog_metric", "--enable-backlog-metric", FLAG),
+    _g("enable_backlog_metric", "--enable-backlog-metric", FLAG,
+       note="For statsd; the Prometheus endpoint always has the listen queues."),
     # process naming
     _g("proc_name", "-n --name"),
     _g("default_proc_name"),
@@ -167,7 +169,8 @@ GUNICORN_SETTINGS: dict[str, GunicornSetting] = {g.name: g for g in [
     _g("http2_max_frame_size", "--http2-max-frame-size"),
     _g("http2_max_header_list_size", "--http2-max-header-list-size"),
     # control socket and dirty arbiters (Gunicorn 25+)
-    _g("control_socket", "--control-socket"),
+    _g("control_socket", "--control-socket", note="Off unless given (Gunicorn creates "
+       "./gunicorn.ctl by default); the client is preforkctl."),
     _g("control_socket_mode", "--control-socket-mode"),
     _g("control_socket_disable", "--no-control-socket", FLAG),
     _g("dirty_apps", "--dirty-app"),

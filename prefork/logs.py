@@ -321,7 +321,37 @@ def access_fields(req: Any, resp: Any, environ: dict[str, Any], started: float,
         "referer": environ.get("HTTP_REFERER"),
         "user_agent": environ.get("HTTP_USER_AGENT"),
         "duration_us": round(duration * 1_000_000),
+        "request_id": environ.get("prefork.request_id"),
     }
+
+
+class TimedOutResponse:
+    """What the access log says of a request the timeout killed: 504, and the
+    body bytes the client got before it (``timed_out`` marks JSON records)."""
+
+    __slots__ = ("code", "sent", "headers")
+    timed_out = True
+
+    def __init__(self, resp: Any) -> None:
+        self.code = 504
+        self.sent = getattr(resp, "sent", 0) or 0
+        self.headers = list(getattr(resp, "headers", None) or [])
+
+
+class RequestLine:
+    """A request known only by its request line (what the scoreboard keeps),
+    for the access-log line of a request whose worker could not write it."""
+
+    __slots__ = ("line", "method", "target", "path", "query", "version", "headers")
+
+    def __init__(self, line: str) -> None:
+        parts = line.split(" ")
+        self.line = line
+        self.method = parts[0] if parts else "-"
+        self.target = parts[1] if len(parts) > 1 else "-"
+        self.path, _, self.query = self.target.partition("?")
+        self.version = parts[2] if len(parts) > 2 else "-"
+        self.headers: list[tuple[str, str]] = []
 
 
 # --- the server's logs
@@ -535,9 +565,17 @@ class Logger:
             direct.write_line(self._format_access(req, resp, environ, started, duration))
         elif self._json:
             fields = access_fields(req, resp, environ, started, duration)
+            if getattr(resp, "timed_out", False):
+                fields["timed_out"] = True
             logger.info("%s", req.line, extra={"access": fields})
         else:
             logger.info(self._format_access(req, resp, environ, started, duration))
+
+    def access_timed_out(self, req: Any, resp: Any, environ: dict[str, Any], started: float,
+                         duration: float) -> None:
+        """The line of a request the timeout killed: status 504 (``timed_out`` in JSON)."""
+        if self.access_enabled:
+            self.access(req, TimedOutResponse(resp), environ, started, duration)
 
     # --- files
 

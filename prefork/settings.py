@@ -480,6 +480,66 @@ def cipher_list(value: Any) -> str | None:
     return text
 
 
+# --- observability: metrics, the control socket, statsd, request ids
+
+
+def metrics_address(value: Any) -> str | None:
+    """``HOST:PORT``, ``[IPV6]:PORT`` or ``unix:PATH``; None is off."""
+    if value is None:
+        return None
+    text = string(value).strip()
+    address = parse_address(text)
+    if address.kind == "fd":
+        raise ValueError(f"{text!r}: give HOST:PORT or unix:PATH")
+    if address.kind == "tcp" and not re.search(r":[0-9]+$", text):
+        raise ValueError(f"{text!r} has no port: give HOST:PORT, e.g. 127.0.0.1:9100")
+    return text
+
+
+def statsd_address(value: Any) -> str | None:
+    if value is None:
+        return None
+    from .statsd import parse_statsd_address
+
+    text = string(value).strip()
+    parse_statsd_address(text)
+    return text
+
+
+def file_mode(value: Any) -> int:
+    """An octal permission mode: ``600``, ``0o660`` or an int."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        number = value
+    else:
+        text = string(value).strip().lower().removeprefix("0o")
+        if not re.fullmatch(r"[0-7]{1,4}", text):
+            raise ValueError(f"expected an octal mode such as 600, got {value!r}")
+        number = int(text, 8)
+    if not 0 <= number <= 0o777:
+        raise ValueError(f"a mode must be between 000 and 777, got {value!r}")
+    return number
+
+
+def request_id_header(value: Any) -> str:
+    """A header name, or ``off`` (also empty) for no request ids."""
+    from .http.grammar import TOKEN_RE
+
+    text = string(value).strip()
+    if text.lower() in ("", "off", "none", "false"):
+        return ""
+    if not TOKEN_RE.fullmatch(text):
+        raise ValueError(f"{text!r} is not a header name")
+    return text
+
+
+def dogstatsd_tags(value: Any) -> str:
+    """Comma-separated ``key:value`` (or bare) tags."""
+    text = string(value).strip()
+    if re.search(r"[|#\s]", text):
+        raise ValueError(f"tags may not contain '|', '#' or spaces: {text!r}")
+    return text
+
+
 # --- the table
 
 
@@ -974,6 +1034,66 @@ SETTINGS: list[Setting] = [
        short="Linux: a SO_REUSEPORT listening socket for each worker."),
 
     # ----- end of performance settings -----
+
+    # ----- Observability: metrics, control socket, statsd, request ids -----
+    _s("metrics_bind", "Observability", ("--metrics-bind",), metrics_address, None,
+       """Serve Prometheus metrics at ``http://ADDRESS/metrics``, from the master
+       (``HOST:PORT``, ``[IPV6]:PORT`` or ``unix:PATH``): request counts by status
+       and method, a latency histogram, workers by state, the kernel's listen
+       queues, restarts by reason, memory. The master answers scrapes itself,
+       without ever blocking its loop, and only on this address; no request of the
+       application goes through it. Keep it on a private address: it has no
+       authentication. Port 0 picks a free port (logged). See
+       ``docs/observability.md``.""",
+       example="--metrics-bind 127.0.0.1:9100", metavar="ADDRESS", default_doc="off"),
+    _s("control_socket", "Observability", ("--control-socket",), optional_string, None,
+       """A unix socket on which the master takes commands from ``preforkctl``
+       (``show workers``, ``show stats``, ``worker add 2``, ``reload``...). Only
+       the socket's owner (the master's user) and root may use it: the master
+       checks each client's uid (``SO_PEERCRED``). Created with
+       ``--control-socket-mode`` (never replacing anything but a dead server's
+       socket) and removed on exit. Off by default, unlike Gunicorn, which creates
+       ``gunicorn.ctl`` in the working directory: a file appearing wherever the
+       server happens to start is a surprise, and a risk in a shared directory.""",
+       example="--control-socket /run/prefork/ctl.sock", metavar="PATH", default_doc="off"),
+    _s("control_socket_mode", "Observability", ("--control-socket-mode",), file_mode, 0o600,
+       """The permissions of the control socket (octal). Whatever the mode, the
+       master serves only clients running as its own user or as root.""",
+       example="--control-socket-mode 660", metavar="MODE", default_doc="600"),
+    _s("control_socket_disable", "Observability", ("--no-control-socket",), boolean, False,
+       """No control socket, even if ``--control-socket`` or a config file sets one
+       (Gunicorn's switch; prefork has none unless asked).""",
+       example="--no-control-socket", is_flag=True),
+    _s("statsd_host", "Observability", ("--statsd-host",), statsd_address, None,
+       """Send statsd metrics to this server (``HOST:PORT``, default port 8125, or
+       ``unix:PATH`` for a datagram socket), with Gunicorn's names
+       (``gunicorn.requests``, ``gunicorn.request.duration``,
+       ``gunicorn.request.status.<code>``, ``gunicorn.workers``,
+       ``gunicorn.log.<level>``), so existing dashboards keep working. Sending is
+       fire-and-forget UDP: it never blocks or fails a request.""",
+       example="--statsd-host localhost:8125", metavar="ADDRESS", default_doc="off"),
+    _s("statsd_prefix", "Observability", ("--statsd-prefix",), string, "",
+       """A prefix for every statsd name (a dot is added), e.g. ``service.app``.""",
+       example="--statsd-prefix service.app", metavar="PREFIX", default_doc="none"),
+    _s("dogstatsd_tags", "Observability", ("--dogstatsd-tags",), dogstatsd_tags, "",
+       """DogStatsD tags added to every statsd line: comma-separated ``key:value``
+       pairs.""",
+       example="--dogstatsd-tags env:prod,app:shop", metavar="TAGS", default_doc="none"),
+    _s("enable_backlog_metric", "Observability", ("--enable-backlog-metric",), boolean, False,
+       """With ``--statsd-host``, also send ``gunicorn.backlog``, the connections
+       waiting in the listen queues, once a second (Linux). The Prometheus endpoint
+       always has them, per listener.""",
+       example="--enable-backlog-metric", is_flag=True),
+    _s("request_id_header", "Observability", ("--request-id-header",), request_id_header,
+       "X-Request-ID",
+       """Every request gets an id: the value of this request header when the peer
+       is trusted (``--forwarded-allow-ips``) and the value is a plain token of at
+       most 200 characters, else a new one. The application finds it in
+       ``environ["prefork.request_id"]``, the response carries it in this header
+       (unless the application set the header itself), and the access log has it
+       as ``%({x-request-id}o)s`` and in JSON logs. ``off`` gives requests no id.""",
+       example="--request-id-header X-Correlation-ID", metavar="HEADER|off"),
+    # ----- end of observability settings -----
 ]
 
 BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}

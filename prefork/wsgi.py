@@ -434,7 +434,7 @@ class Response:
     __slots__ = (
         "req", "sendall", "sendfile", "status", "headers", "code", "head_sent",
         "sent", "keep_alive", "keep_check", "_chunked", "_length", "_body_ok",
-        "_server_lines", "must_close", "problem", "input", "error", "sendmsg",
+        "_server_lines", "must_close", "problem", "input", "error", "sendmsg", "request_id",
     )
 
     def __init__(
@@ -466,6 +466,7 @@ class Response:
         self.problem = ""  # why the body broke its framing, for the log
         self.input: Input | EmptyInput | None = None
         self.error: InvalidResponse | None = None  # from start_response
+        self.request_id: tuple[str, str] | None = None  # (header, id) to send, set by the worker
 
     def start_response(
         self,
@@ -503,6 +504,8 @@ class Response:
             raise InvalidResponse("the application returned without calling start_response")
         code = self.code
         req = self.req
+        if self.request_id is not None:
+            self.headers = with_header(self.headers, self.request_id)
         fields = http_response.check_fields(self.headers)
         body_ok = self._body_ok = http_response.body_allowed(code, req.method)
         lines = fields.lines
@@ -641,6 +644,16 @@ class Response:
             self._broken(
                 f"the application sent {self.sent} bytes of its Content-Length {self._length}"
             )
+
+
+def with_header(headers: list[tuple[str, str]], field: tuple[str, str]) -> list[tuple[str, str]]:
+    """``headers`` and ``field``, unless the application set that field itself
+    (a new list: the application's own is left as it gave it)."""
+    name = field[0].lower()
+    for key, _ in headers:
+        if key.lower() == name:
+            return headers
+    return [*headers, field]
 
 
 def _not_latin1(headers: list[tuple[str, str]]) -> str:

@@ -153,7 +153,7 @@ def test_json_access_and_error_lines(test_app, tmp_path):
     record = json.loads(wait_for_lines(access, 1)[0])
     assert set(record) == {"time", "level", "pid", "logger", "message", "remote_addr", "remote_user",
                            "method", "path", "query", "protocol", "status", "bytes", "referer",
-                           "user_agent", "duration_us"}
+                           "user_agent", "duration_us", "request_id"}
     assert record["pid"] == int(body) and record["logger"] == "prefork.access"
     assert (record["method"], record["path"], record["query"], record["protocol"]) == (
         "GET", "/j", "errors=oops&sleep=0.2", "HTTP/1.1")
@@ -161,6 +161,7 @@ def test_json_access_and_error_lines(test_app, tmp_path):
     assert (record["status"], record["bytes"], record["remote_addr"], record["remote_user"]) == (
         200, len(body), "127.0.0.1", "u")
     assert record["referer"] is None and record["user_agent"] == "ua"
+    assert re.fullmatch(r"[0-9a-f]{24}", record["request_id"])  # generated: nothing was sent
     assert 200_000 <= record["duration_us"] <= (after - before + 0.1) * 1_000_000
     started = datetime.fromisoformat(record["time"])
     assert re.search(r"\.\d{6}[+-]\d\d:\d\d$", record["time"])

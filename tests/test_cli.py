@@ -211,7 +211,7 @@ def test_help_setting_takes_gunicorn_names_and_refuses_unknown_ones():
     assert proc.returncode == 2
     assert one_error_line(proc) == ("prefork: error: --help-setting: no setting named 'wrokers'; "
                                     "did you mean workers?")
-    proc = run_prefork("--help-setting", "--statsd-prefix")
+    proc = run_prefork("--help-setting", "--log-syslog-prefix")
     assert proc.returncode == 2 and "not supported by prefork yet" in proc.stderr
 
 

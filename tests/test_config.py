@@ -105,13 +105,13 @@ def test_gunicorn_flag_spelled_differently_is_translated(monkeypatch):
     still works (a stand-in setting shows the mechanism, whatever the table holds)."""
     from dataclasses import replace
 
-    stand_in = replace(BY_CONFIG_NAME["timeout"], name="statsd_address",
-                       flags=("--statsd-address",), gunicorn="statsd_host")
-    monkeypatch.setitem(BY_CONFIG_NAME, "statsd_host", stand_in)
-    monkeypatch.setitem(cli._OUR_FLAGS, "--statsd-address", stand_in)
+    stand_in = replace(BY_CONFIG_NAME["timeout"], name="syslog_address",
+                       flags=("--syslog-address",), gunicorn="syslog_addr")
+    monkeypatch.setitem(BY_CONFIG_NAME, "syslog_addr", stand_in)
+    monkeypatch.setitem(cli._OUR_FLAGS, "--syslog-address", stand_in)
     args, warnings = translate_gunicorn_args(
-        ["--statsd-host", "5", "-w", "2", "--statsd-host=6", "app:app"], "command line")
-    assert args == ["--statsd-address", "5", "-w", "2", "--statsd-address", "6", "app:app"]
+        ["--log-syslog-to", "5", "-w", "2", "--log-syslog-to=6", "app:app"], "command line")
+    assert args == ["--syslog-address", "5", "-w", "2", "--syslog-address", "6", "app:app"]
     assert warnings == []
 
 

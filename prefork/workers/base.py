@@ -33,10 +33,13 @@ from ..app import describe_failure, load_app, prepare_path
 from ..heartbeat import IDLE, STOPPING, HeartbeatSlot, beat_interval
 from ..http import head_parser
 from ..http.request import Limits
+from ..http.response import InvalidResponse
 from ..listener import Listener, own_listeners, start_listening
 from ..logs import Logger
 from ..settings import Config
+from ..statsd import StatsdClient
 from ..wsgi import ErrorStream, WSGIApp, base_environ
+from .instrument import Instruments
 
 # ssl and hashlib are imported above so that the master, which imports this
 # module before it forks, initialises OpenSSL once for every worker. Almost
@@ -107,6 +110,8 @@ class Worker:
         self.parse_head = head_parser(cfg.http_parser)
         self.server_lines = f"Server: {SERVER_SOFTWARE}\r\n"
         self.ssl_context: Any = None  # set by the master when TLS is on
+        self.statsd: StatsdClient | None = None  # set by the master with --statsd-host
+        self.instruments: Instruments | None = None  # made after the fork (init_process)
 
     # --- life cycle, in the child
 
@@ -117,6 +122,8 @@ class Worker:
         try:
             self._become_worker()
             self._load()
+            self.instruments = Instruments(self.cfg, self.slot, self.log, self.statsd,
+                                           self.slot.threads)
             run_hook(self.cfg, self.log, "post_worker_init", self)
             self._start_listening()
             self.slot.set_state(IDLE)
@@ -337,19 +344,38 @@ class Worker:
             "WORKER TIMEOUT (pid:%s) %s; stack of the stuck worker:\n%s",
             self.pid, doing, "\n".join(stacks),
         )
+        if self.instruments is not None:
+            self.instruments.log_timed_out(self.log)
         run_hook(self.cfg, self.log, "worker_abort", self)
         self._exit(1)
 
     # --- around each request
 
-    def request_started(self, req: Any) -> None:
+    def request_started(self, req: Any, thread: int = 0) -> None:
         self.requests += 1
-        self.slot.start_request(req.line, self.requests)
+        self.slot.start_request(req.line, self.requests, thread)
+        if self.instruments is not None:
+            self.instruments.started(req, thread)
         if self.pre_request is not None:
             run_hook(self.cfg, self.log, "pre_request", self, req)
 
-    def request_finished(self, req: Any, environ: dict[str, Any], resp: Any) -> None:
-        self.slot.end_request(self.requests)
+    def identify_request(self, environ: dict[str, Any], resp: Any, trusted: bool,
+                         thread: int = 0) -> None:
+        """Once the environ is built: the request id (``environ["prefork.request_id"]``
+        and the response header); ``trusted``: the peer is a trusted proxy."""
+        if self.instruments is not None:
+            self.instruments.identify(environ, resp, trusted, thread)
+
+    def request_rejected(self, exc: Any, thread: int = 0) -> None:
+        """The server answers ``exc`` (an ``HTTPError``) itself: count it, unless it
+        is the application's invalid response."""
+        if self.instruments is not None and not isinstance(exc, InvalidResponse):
+            self.instruments.rejected(exc.status, thread)
+
+    def request_finished(self, req: Any, environ: dict[str, Any], resp: Any, thread: int = 0) -> None:
+        self.slot.end_request(self.requests, thread)
+        if self.instruments is not None:
+            self.instruments.finished(req, resp, thread)
         if self.reopen_logs:
             self._reopen_logs()
         if self.post_request is not None:
@@ -361,6 +387,14 @@ class Worker:
                           self.pid, self.requests, self.cfg.max_requests)
             self.slot.ask_to_retire(self.requests)
             self._wake_master()
+
+
+def answered_with(resp: Any, error: Any) -> None:
+    """The server answers for the application: record the status the client
+    gets (``error``'s, or 500), for the access log and the counters, unless the
+    application's head was sent already."""
+    if not resp.head_sent:
+        resp.code = error.status if error is not None else 500
 
 
 def run_hook(cfg: Config, log: Logger, name: str, *args: Any) -> None:

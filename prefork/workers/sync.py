@@ -45,7 +45,7 @@ from ..wsgi import (
     build_environ,
     run_app,
 )
-from .base import StopWaiting, Worker
+from .base import StopWaiting, Worker, answered_with
 from .ingress import ClientConnection, ConnectionRejected, Ingress, describe_peer
 
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
@@ -533,13 +533,16 @@ class SyncWorker(Worker):
             environ = build_environ(base, req, remote, inp)
             if forwarding is not None:
                 self.ingress.identify(forwarding, req, environ)
+            self.identify_request(environ, resp, forwarding is not None)
             run_app(self.app, environ, resp)  # type: ignore[arg-type]
         except HTTPError as exc:
+            answered_with(resp, inp.error or exc)
             self.reject(conn, inp.error or exc, remote, req, resp.head_sent)
             return False, b""
         except OSError:
             raise
         except Exception as exc:
+            answered_with(resp, inp.error)
             if inp.error is not None:  # the app failed because the body did
                 self.reject(conn, inp.error, remote, req, resp.head_sent)
             else:
@@ -603,6 +606,8 @@ class SyncWorker(Worker):
         head_sent: bool = False,
     ) -> None:
         """Log a failed request in one line, answer it if still possible, and linger."""
+        if not head_sent:
+            self.request_rejected(exc)
         what = repr(req.line) if req is not None else "request"
         who = f"{remote[0]}:{remote[1]}" if remote[1] else "unix socket"
         if isinstance(exc, InvalidResponse):
