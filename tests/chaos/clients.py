@@ -288,6 +288,7 @@ def burst(port: int, requests: list[bytes], deadline: float) -> list[RawResult]:
                     except OSError as exc:
                         results[i].error = f"send: {type(exc).__name__}"
                         sel.unregister(sock)
+                        sock.close()
                         continue
                     pending = pending[sent:]
                     sel.modify(sock, selectors.EVENT_WRITE if pending else selectors.EVENT_READ,
@@ -300,9 +301,10 @@ def burst(port: int, requests: list[bytes], deadline: float) -> list[RawResult]:
                     chunk = b""
                 if chunk:
                     buffers[i].append(chunk)
-                else:
+                else:  # the server closed: so do we, as a real client does
                     results[i].seconds = time.monotonic() - start
                     sel.unregister(sock)
+                    sock.close()
         for key in list(sel.get_map().values()):
             results[key.data[0]].error = "hang"
     finally:
