@@ -55,6 +55,12 @@ def wait_gone(pids, timeout: float) -> list[int]:
     return [p for p in pids if alive(p)]
 
 
+def wait_reaped(pid: int, timeout: float) -> bool:
+    """Wait until ``pid`` is gone from the process table, zombie included: a
+    process that is not our child is reaped by whoever adopted it, later."""
+    return wait_until(lambda: not os.path.exists(f"/proc/{pid}"), timeout)
+
+
 def _socket_inodes(pid: int) -> set[int]:
     inodes = set()
     for fd in os.listdir(f"/proc/{pid}/fd"):

@@ -32,7 +32,7 @@ import signal
 from conftest import alive
 
 from .clients import ClientPool
-from .procs import SignalFlood, send_counted, wait_gone
+from .procs import SignalFlood, send_counted, wait_gone, wait_reaped
 
 
 def _no_failures(pool, figures, **more):
@@ -126,6 +126,9 @@ def test_usr2_storm_under_keep_alive_load(test_app, profile, figures):
                 assert not wait_gone([old], 30), f"old master {old} did not stop"
                 if old == server.master_pid:
                     server.proc.wait(5)
+                # Until its adoptive parent reaps it, the old master is a zombie,
+                # and its successor refuses a USR2 while it "still runs".
+                assert wait_reaped(old, 30), f"old master {old} was not reaped"
                 pool.wait_requests(20)
         _no_failures(pool, figures, upgrades=profile.usr2_upgrades)
         assert alive(masters[-1])
