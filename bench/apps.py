@@ -8,10 +8,12 @@ the server:
   raw     bare WSGI, a fixed 13-byte body with Content-Length
   big     bare WSGI, a 1 MiB body (one prebuilt bytes object)
   echo    bare WSGI, reads the whole request body, answers its length
+  wait    bare WSGI, sleeps 50 ms (a database or an upstream call), then ``raw``
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -70,3 +72,9 @@ def echo(environ: dict[str, Any], start_response: StartResponse) -> Iterable[byt
     start_response("200 OK", [("Content-Type", "text/plain"),
                               ("Content-Length", str(len(body)))])
     return [body]
+
+
+def wait(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+    """Wait 50 ms without using the CPU, as a request does on its database."""
+    time.sleep(0.05)
+    return raw(environ, start_response)

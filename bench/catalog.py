@@ -22,6 +22,9 @@ class ServerSpec:
 PRESETS = {s.name: s for s in (
     ServerSpec("prefork",
                "{python} -m prefork -w {workers} -b {host}:{port} --log-level warning {app}"),
+    ServerSpec("prefork-gthread",
+               "{python} -m prefork -k gthread -w {workers} --threads {threads} -b {host}:{port} "
+               "--log-level warning {app}"),
     # The cost of metrics: the same prefork counting every request into its
     # scoreboard for --metrics-bind (nobody scrapes during the run).
     ServerSpec("prefork-metrics",
@@ -33,6 +36,10 @@ PRESETS = {s.name: s for s in (
     ServerSpec("gunicorn-gthread",
                "{python} -m gunicorn -k gthread -w {workers} --threads {threads} "
                "-b {host}:{port} --log-level warning {app}"),
+    ServerSpec("granian",
+               "{python} -m granian --interface wsgi --workers {workers} --blocking-threads "
+               "{threads} --host {host} --port {port} --log-level warning {app}",
+               needs="granian"),
     # C servers: {workers} processes sharing one socket; one process.
     ServerSpec("bjoern-fork", "{python} {bench}/launch.py bjoern {app} {port} --fork {workers}",
                needs="bjoern", supervised=False),
@@ -43,7 +50,8 @@ PRESETS = {s.name: s for s in (
 )}
 
 # Run when no -s is given; the optional ones only when they import.
-DEFAULT_SERVERS = ("prefork", "gunicorn-sync", "gunicorn-gthread", "bjoern-fork", "meinheld")
+DEFAULT_SERVERS = ("prefork", "prefork-gthread", "gunicorn-sync", "gunicorn-gthread", "granian",
+                   "bjoern-fork", "meinheld")
 BASELINE = "gunicorn-sync"
 
 
@@ -84,6 +92,8 @@ SCENARIOS = {s.name: s for s in (
              app="hello", expect=HELLO),
     Scenario("hello-close", "load", "hello-world Flask, `Connection: close`",
              app="hello", close=True, expect=HELLO),
+    Scenario("wait-50ms", "load", "an app that waits 50 ms per request (I/O-bound), keep-alive client",
+             app="wait", expect=HELLO),
     Scenario("raw-ka", "load", "bare WSGI app (fixed body), keep-alive client",
              app="raw", expect=HELLO),
     Scenario("raw-close", "load", "bare WSGI app (fixed body), `Connection: close`",

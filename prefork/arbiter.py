@@ -837,7 +837,7 @@ class Arbiter:
         self.worker_age += 1
         tmp_dir = self.cfg.worker_tmp_dir or default_tmp_dir()
         try:
-            slot = HeartbeatSlot(tmp_dir)
+            slot = HeartbeatSlot(tmp_dir, self.slot_threads())
         except OSError as exc:  # ENOSPC, EMFILE, EACCES...
             raise SpawnError(f"cannot create its heartbeat file in {tmp_dir}: {exc.strerror}") from exc
         worker = worker_class(self.cfg.worker_class)(
@@ -868,6 +868,10 @@ class Arbiter:
                 worker.exit(code)
         worker.pid = pid
         self.workers[pid] = WorkerRecord(pid, worker, self.generation, slot, time.monotonic())
+
+    def slot_threads(self) -> int:
+        """Request records per worker slot: one per thread that serves requests."""
+        return self.cfg.threads if self.cfg.worker_class == "gthread" else 1
 
     def _become_child(self) -> None:
         """Drop what belongs to the master in a freshly forked worker."""

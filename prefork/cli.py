@@ -346,7 +346,7 @@ class Invocation:
         check_worker_settings(cfg)
         check_tls_settings(cfg)
         warnings = file_warnings + self.warnings
-        cfg.warnings = [w for w in warnings if not harmless(w, cfg)]
+        cfg.warnings = cfg.warnings + [w for w in warnings if not harmless(w, cfg)]
         cfg.notes = [w for w in warnings if harmless(w, cfg)]
         if need_app and not cfg.app_uri:
             raise click.UsageError(

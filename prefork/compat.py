@@ -51,10 +51,10 @@ GUNICORN_SETTINGS: dict[str, GunicornSetting] = {g.name: g for g in [
     _g("worker_class", "-k --worker-class",
        note="A class prefork does not have (gevent, eventlet, tornado, an ASGI or any other "
             "class path) stops prefork with exit status 2 and a message saying what to use."),
-    _g("threads", "--threads", note="Each sync worker serves one request at a time: "
-       "to serve as many requests at once, raise --workers."),
+    _g("threads", "--threads", note="As in Gunicorn, more than 1 without -k selects gthread. "
+       "A request that runs past --timeout is reported with its thread's stack."),
     _g("worker_connections", "--worker-connections",
-       note="Only meaningful for async workers."),
+       note="Used by the gthread worker: busy and idle connections together."),
     _g("max_requests", "--max-requests"),
     _g("max_requests_jitter", "--max-requests-jitter"),
     _g("timeout", "-t --timeout",
@@ -206,19 +206,13 @@ class IgnoredSetting(str):
         return warning
 
 
-def _is_one(value: Any) -> bool:
-    try:
-        return not isinstance(value, bool) and int(str(value).strip()) == 1
-    except ValueError:
-        return False
-
-
 # Gunicorn settings whose value changes nothing under prefork's configuration:
 # they are mentioned at debug level only, so that the warnings that remain are
 # the ones that change how the server behaves.
 HARMLESS: dict[str, Callable[[Any, Any], bool]] = {
-    "threads": lambda value, cfg: _is_one(value),
-    "worker_connections": lambda value, cfg: cfg.worker_class == "sync",
+    # prefork always uses sendfile() where it can, and never strips header spaces.
+    "sendfile": lambda value, cfg: value is None or bool(value),
+    "strip_header_spaces": lambda value, cfg: not value,
 }
 
 

@@ -615,13 +615,31 @@ SETTINGS: list[Setting] = [
        short="How many worker processes serve requests.", env="WEB_CONCURRENCY"),
     _s("worker_class", "Worker processes", ("-k", "--worker-class"), worker_class_name, "sync",
        """The kind of worker process that serves requests. ``sync`` workers serve one
-       request at a time each. Any other value stops prefork with a one-line message
-       saying what to use instead: Gunicorn's async classes (``gevent``, ``eventlet``,
-       ``tornado``) are not available, and ASGI worker classes (``uvicorn.workers.UvicornWorker``)
-       or any other class path cannot be loaded, because prefork serves WSGI
-       applications.""",
-       example="-k sync", metavar="CLASS",
-       short="The kind of worker process: sync."),
+       request at a time each, and are the fastest for CPU-bound applications.
+       ``gthread`` workers serve up to ``--threads`` requests at once on a pool of
+       threads, and keep idle keep-alive connections in a selector, where they take no
+       thread: for applications that wait on I/O. ``--threads`` above 1 selects
+       ``gthread``, as in Gunicorn (with ``-k sync`` too, with a warning). Any other value stops prefork with a
+       one-line message saying what to use instead: Gunicorn's async classes
+       (``gevent``, ``eventlet``, ``tornado``) are not available (use ``gthread``), and
+       ASGI worker classes (``uvicorn.workers.UvicornWorker``) or any other class path
+       cannot be loaded, because prefork serves WSGI applications.""",
+       example="-k gthread", metavar="CLASS",
+       short="The kind of worker process: sync or gthread."),
+    _s("threads", "Worker processes", ("--threads",), positive_int, 1,
+       """Threads per worker for the gthread worker class (``-k gthread``): each
+       worker serves up to this many requests at once, and parks idle keep-alive
+       connections in a selector, where they take no thread. More than 1 selects
+       gthread, as in Gunicorn, even with ``-k sync``. Use it when requests wait on I/O (a
+       database, an upstream API); CPU-bound applications want more workers instead.""",
+       example="--threads 8", metavar="INT",
+       short="Threads per gthread worker (more than 1 selects gthread)."),
+    _s("worker_connections", "Worker processes", ("--worker-connections",), positive_int, 1000,
+       """The most connections one gthread worker holds at once, busy and idle
+       keep-alive ones together. At the limit, the connection that has been idle the
+       longest is closed to make room for a new one. The sync worker holds one.""",
+       example="--worker-connections 2000", metavar="INT",
+       short="The most connections a gthread worker holds, idle ones included."),
     _s("timeout", "Worker processes", ("-t", "--timeout"), nonneg_float, 30.0,
        """A worker that has not checked in for this many seconds (stuck in a request
        or anywhere else) is killed and replaced. 0 disables the check.""",
@@ -1045,7 +1063,8 @@ SETTINGS: list[Setting] = [
        application goes through it. Keep it on a private address: it has no
        authentication. Port 0 picks a free port (logged). See
        ``docs/observability.md``.""",
-       example="--metrics-bind 127.0.0.1:9100", metavar="ADDRESS", default_doc="off"),
+       example="--metrics-bind 127.0.0.1:9100", metavar="ADDRESS", default_doc="off",
+       short="Serve Prometheus metrics on this address (off by default)."),
     _s("control_socket", "Observability", ("--control-socket",), optional_string, None,
        """A unix socket on which the master takes commands from ``preforkctl``
        (``show workers``, ``show stats``, ``worker add 2``, ``reload``...). Only
@@ -1055,15 +1074,18 @@ SETTINGS: list[Setting] = [
        socket) and removed on exit. Off by default, unlike Gunicorn, which creates
        ``gunicorn.ctl`` in the working directory: a file appearing wherever the
        server happens to start is a surprise, and a risk in a shared directory.""",
-       example="--control-socket /run/prefork/ctl.sock", metavar="PATH", default_doc="off"),
+       example="--control-socket /run/prefork/ctl.sock", metavar="PATH", default_doc="off",
+       short="The unix socket preforkctl talks to (off by default)."),
     _s("control_socket_mode", "Observability", ("--control-socket-mode",), file_mode, 0o600,
        """The permissions of the control socket (octal). Whatever the mode, the
        master serves only clients running as its own user or as root.""",
-       example="--control-socket-mode 660", metavar="MODE", default_doc="600"),
+       example="--control-socket-mode 660", metavar="MODE", default_doc="600",
+       short="The control socket's permission bits."),
     _s("control_socket_disable", "Observability", ("--no-control-socket",), boolean, False,
        """No control socket, even if ``--control-socket`` or a config file sets one
        (Gunicorn's switch; prefork has none unless asked).""",
-       example="--no-control-socket", is_flag=True),
+       example="--no-control-socket", is_flag=True,
+       short="Open no control socket, whatever else says so."),
     _s("statsd_host", "Observability", ("--statsd-host",), statsd_address, None,
        """Send statsd metrics to this server (``HOST:PORT``, default port 8125, or
        ``unix:PATH`` for a datagram socket), with Gunicorn's names
@@ -1071,19 +1093,23 @@ SETTINGS: list[Setting] = [
        ``gunicorn.request.status.<code>``, ``gunicorn.workers``,
        ``gunicorn.log.<level>``), so existing dashboards keep working. Sending is
        fire-and-forget UDP: it never blocks or fails a request.""",
-       example="--statsd-host localhost:8125", metavar="ADDRESS", default_doc="off"),
+       example="--statsd-host localhost:8125", metavar="ADDRESS", default_doc="off",
+       short="Send Gunicorn's statsd metrics to this address."),
     _s("statsd_prefix", "Observability", ("--statsd-prefix",), string, "",
        """A prefix for every statsd name (a dot is added), e.g. ``service.app``.""",
-       example="--statsd-prefix service.app", metavar="PREFIX", default_doc="none"),
+       example="--statsd-prefix service.app", metavar="PREFIX", default_doc="none",
+       short="A prefix for every statsd metric name."),
     _s("dogstatsd_tags", "Observability", ("--dogstatsd-tags",), dogstatsd_tags, "",
        """DogStatsD tags added to every statsd line: comma-separated ``key:value``
        pairs.""",
-       example="--dogstatsd-tags env:prod,app:shop", metavar="TAGS", default_doc="none"),
+       example="--dogstatsd-tags env:prod,app:shop", metavar="TAGS", default_doc="none",
+       short="DogStatsD tags added to every statsd metric."),
     _s("enable_backlog_metric", "Observability", ("--enable-backlog-metric",), boolean, False,
        """With ``--statsd-host``, also send ``gunicorn.backlog``, the connections
        waiting in the listen queues, once a second (Linux). The Prometheus endpoint
        always has them, per listener.""",
-       example="--enable-backlog-metric", is_flag=True),
+       example="--enable-backlog-metric", is_flag=True,
+       short="Also send the listen queue length to statsd."),
     _s("request_id_header", "Observability", ("--request-id-header",), request_id_header,
        "X-Request-ID",
        """Every request gets an id: the value of this request header when the peer
@@ -1092,7 +1118,8 @@ SETTINGS: list[Setting] = [
        ``environ["prefork.request_id"]``, the response carries it in this header
        (unless the application set the header itself), and the access log has it
        as ``%({x-request-id}o)s`` and in JSON logs. ``off`` gives requests no id.""",
-       example="--request-id-header X-Correlation-ID", metavar="HEADER|off"),
+       example="--request-id-header X-Correlation-ID", metavar="HEADER|off",
+       short="The request id header (from trusted proxies), or off."),
     # ----- end of observability settings -----
 ]
 
@@ -1198,7 +1225,15 @@ def build_config(layers: list[Layer], env: Mapping[str, str], app_uri: str = "")
             places[name] = layer.where(setting)
             values[name] = validate_value(setting, value, places[name])
             sources[name] = layer.describe(setting)
-    return Config(values, sources, places=places)
+    cfg = Config(values, sources, places=places)
+    if values["threads"] > 1 and values["worker_class"] == "sync":
+        # As in Gunicorn: sync workers with threads are the threaded worker.
+        if sources["worker_class"] != "default":
+            cfg.warnings.append(f"{cfg.where('worker_class')} is 'sync' with threads = "
+                                f"{values['threads']}: using gthread, as Gunicorn does")
+        values["worker_class"] = "gthread"
+        sources["worker_class"] = f"--threads {values['threads']} ({sources['threads']})"
+    return cfg
 
 
 def _default_source(setting: Setting, env: Mapping[str, str], value: Any) -> str:

@@ -2,11 +2,12 @@
 # Strategy: the environ is a copy of a base dict prepared once per worker and
 # listener, filled with the few per-request keys; ``wsgi.input`` follows the
 # body's framing and reads through a ``recv`` callable the worker supplies;
-# ``Response`` decides the framing of what the application returns and sends
-# the head and a one-chunk body in a single ``sendall``. No socket is created
-# or configured here: the worker hands in the callables that do I/O, and a
+# ``Response`` sends what the application returns, the head and a one-chunk
+# body in a single ``sendall``, with the framing and persistence decided by
+# the connection core (``http/connection.py``). No socket is created or
+# configured here: the worker hands in the callables that do I/O, and a
 # ``keep_check`` that says, when the head is written, whether the connection
-# may stay open.
+# may stay open. Nothing here is HTTP/1.1 beyond what PEP 3333 requires.
 from __future__ import annotations
 
 import io
@@ -20,6 +21,7 @@ from urllib.parse import unquote_to_bytes
 from . import SERVER_SOFTWARE
 from .http import response as http_response
 from .http.body import ChunkedBody, LengthBody
+from .http.connection import Connection
 from .http.errors import HTTPError
 from .http.forwarded import Client
 from .http.request import Request
@@ -93,17 +95,14 @@ class Input:
         self._body = body
         self._buf = bytearray()
         self.error: HTTPError | None = None
-        # "100 Continue" is sent on the first read that needs the network,
-        # and only if the client is waiting for it (RFC 9110 §10.1.1): not
-        # once some of the body has arrived anyway.
-        self._continue = None
+        # Asked before the first read that needs the network; the connection
+        # core decides whether "100 Continue" is due (RFC 9110 §10.1.1).
+        self._continue = send_continue
         if initial:
             try:
                 self._buf += body.feed(initial)
             except HTTPError as exc:
                 self.error = exc
-        elif not body.done:
-            self._continue = send_continue
 
     @property
     def body(self) -> LengthBody | ChunkedBody:
@@ -198,23 +197,6 @@ class Input:
             raise StopIteration
         return line
 
-    def reusable(self, budget: int) -> bool:
-        """Whether the next request can follow on this connection: the body
-        is complete, or what is left of it can be read and discarded within
-        ``budget`` bytes (a chunked body is tried; ``drain`` says if it fit).
-        A client still waiting for "100 Continue" may or may not send its
-        body now, so its connection is not reusable."""
-        body = self._body
-        if self.error is not None:
-            return False
-        if body.done:
-            return True
-        if self._continue is not None:
-            return False
-        if type(body) is LengthBody:
-            return body.remaining <= budget
-        return True
-
     def drain(self, budget: int) -> bool:
         """Discard up to ``budget`` unread body bytes; True if the body ended."""
         self._continue = None  # never invite a body we are about to discard
@@ -260,8 +242,6 @@ class EmptyInput:
     def __next__(self) -> bytes:
         raise StopIteration
 
-    def reusable(self, budget: int) -> bool:
-        return True
 
 
 EMPTY_INPUT = EmptyInput()
@@ -299,6 +279,7 @@ def base_environ(
     multiprocess: bool,
     errors: Any,
     url_scheme: str = "http",
+    multithread: bool = False,
 ) -> dict[str, Any]:
     """The keys that are the same for every request on one listener.
 
@@ -310,7 +291,7 @@ def base_environ(
     return {
         "wsgi.version": (1, 0),
         "wsgi.url_scheme": url_scheme,
-        "wsgi.multithread": False,
+        "wsgi.multithread": multithread,
         "wsgi.multiprocess": multiprocess,
         "wsgi.run_once": False,
         "wsgi.errors": errors,
@@ -414,59 +395,65 @@ def set_client(environ: dict[str, Any], client: Client, host: str | None = None)
     environ["wsgi.url_scheme"] = client.scheme
 
 
-# Unread request body up to this many bytes is read and discarded after the
-# response so the connection can carry the next request; beyond it, or for a
-# client still waiting for "100 Continue", the connection is closed instead.
-DRAIN_BUDGET = 256 * 1024
-
-
 class Response:
-    """What the application answers, framed and sent over one connection.
+    """What the application answers, sent over one connection.
 
-    ``keep_alive`` says whether the worker is willing to keep the connection
-    (the client asked for it, the worker is not stopping); ``keep_check``,
-    called once when the head is written, may still say no (the sync worker
-    does when other clients are waiting). After ``finish``, ``keep_alive``
-    tells whether the connection may carry another request, and
-    ``must_close``/``problem`` whether the body broke its framing.
+    PEP 3333 only: ``start_response``, ``write``, the body pieces and the file
+    wrapper. Every decision about framing and persistence is the connection
+    core's (``http/connection.py``); ``keep_check``, called once when the
+    head is written, lets the worker still say no to keeping the connection.
     """
 
     __slots__ = (
-        "req", "sendall", "sendfile", "status", "headers", "code", "head_sent",
-        "sent", "keep_alive", "keep_check", "_chunked", "_length", "_body_ok",
-        "_server_lines", "must_close", "problem", "input", "error", "sendmsg", "request_id",
+        "req", "conn", "sendall", "sendfile", "sendmsg", "status", "headers", "code",
+        "keep_check", "_server_lines", "input", "error", "request_id",
     )
 
     def __init__(
         self,
         req: Request,
+        conn: Connection,
         sendall: SendAll,
         sendfile: SendFile | None,
-        keep_alive: bool,
         server_lines: str,
         keep_check: Callable[[], bool] | None = None,
         sendmsg: SendMsg | None = None,
     ) -> None:
         self.req = req
+        self.conn = conn
         self.sendall = sendall
         self.sendmsg = sendmsg
         self.sendfile = sendfile
         self.status: str | None = None
         self.headers: list[tuple[str, str]] = []
         self.code = 0
-        self.head_sent = False
-        self.sent = 0  # body bytes sent
-        self.keep_alive = keep_alive
         self.keep_check = keep_check
-        self._chunked = False
-        self._length: int | None = None
-        self._body_ok = True
         self._server_lines = server_lines
-        self.must_close = False
-        self.problem = ""  # why the body broke its framing, for the log
         self.input: Input | EmptyInput | None = None
         self.error: InvalidResponse | None = None  # from start_response
         self.request_id: tuple[str, str] | None = None  # (header, id) to send, set by the worker
+
+    @property
+    def head_sent(self) -> bool:
+        return self.conn.head_sent
+
+    @property
+    def sent(self) -> int:
+        """Body bytes sent."""
+        return self.conn.sent
+
+    @property
+    def keep_alive(self) -> bool:
+        return self.conn.keep_alive
+
+    @property
+    def problem(self) -> str:
+        """Why the body broke its framing, if it did (the connection then closes)."""
+        return self.conn.problem
+
+    @property
+    def must_close(self) -> bool:
+        return self.conn.must_close
 
     def start_response(
         self,
@@ -476,7 +463,7 @@ class Response:
     ) -> Callable[[bytes], None]:
         if exc_info is not None:
             try:
-                if self.head_sent:
+                if self.conn.head_sent:
                     raise exc_info[1].with_traceback(exc_info[2])
             finally:
                 exc_info = None  # avoid a reference cycle (PEP 3333)
@@ -496,81 +483,17 @@ class Response:
 
     def _head(self, body_length: int | None) -> bytes:
         """Serialise the head; ``body_length`` is known when the body is one piece."""
-        if self.input is not None and self.input.error is not None:
-            raise self.input.error
+        inp = self.input
+        if inp is not None and inp.error is not None:
+            raise inp.error
         if self.error is not None:
             raise self.error
         if self.status is None:
             raise InvalidResponse("the application returned without calling start_response")
-        code = self.code
-        req = self.req
         if self.request_id is not None:
             self.headers = with_header(self.headers, self.request_id)
-        fields = http_response.check_fields(self.headers)
-        body_ok = self._body_ok = http_response.body_allowed(code, req.method)
-        lines = fields.lines
-        length = fields.content_length
-        if not http_response.length_allowed(code):
-            length = None
-        elif length is None and body_length is not None and (
-            body_ok or (body_length and req.method == "HEAD")
-        ):
-            length = body_length  # for HEAD: what GET would have sent
-        if length is not None:
-            lines += f"Content-Length: {length}\r\n"
-        keep = self.keep_alive and not fields.close and code >= 200 and self._may_keep()
-        if body_ok:
-            self._length = length
-            if length is None:
-                if keep and req.version == "HTTP/1.1":
-                    self._chunked = True
-                    lines += "Transfer-Encoding: chunked\r\n"
-                else:
-                    keep = False  # the end of the body is the end of the connection
-        self.keep_alive = keep
-        if keep:
-            connection = "Connection: keep-alive\r\n" if req.version == "HTTP/1.0" else ""
-        else:
-            connection = "Connection: close\r\n"
-        head = (
-            f"HTTP/1.1 {self.status}\r\n{self._server_lines}{http_response.date_line()}"
-            f"{lines}{connection}\r\n"
-        )
-        try:
-            data = head.encode("latin-1")
-        except UnicodeEncodeError:
-            raise InvalidResponse(
-                f"response header {_not_latin1(self.headers)!r} is not latin-1 text"
-            ) from None
-        self.head_sent = True
-        return data
-
-    def _may_keep(self) -> bool:
-        inp = self.input
-        if inp is not None and not inp.reusable(DRAIN_BUDGET):
-            return False
-        check = self.keep_check
-        return check is None or check()
-
-    def _frame(self, data: bytes) -> bytes:
-        """The bytes to send for ``data``, counting it into ``sent``."""
-        if not self._body_ok:
-            return b""
-        if self._chunked:
-            self.sent += len(data)
-            return http_response.chunk(data) if data else b""
-        length = self._length
-        if length is not None and self.sent + len(data) > length:
-            data = data[: length - self.sent]
-            self._broken(f"the application sent more than its Content-Length {length}")
-        self.sent += len(data)
-        return data
-
-    def _broken(self, problem: str) -> None:
-        self.must_close = True
-        self.keep_alive = False
-        if not self.problem:
-            self.problem = problem
+        return self.conn.response_head(self.status, self.code, self.headers, body_length,
+                                       self._server_lines, self.keep_check)
 
     def write(self, data: bytes) -> None:
         """The ``write`` callable, and the path for every body piece after the first."""
@@ -578,13 +501,13 @@ class Response:
             if not isinstance(data, (bytes, bytearray, memoryview)):
                 raise TypeError(f"response body must be bytes, not {type(data).__name__}")
             data = bytes(data)
-        if not self.head_sent:
+        if not self.conn.head_sent:
             if not data:
                 return
             head = self._head(None)
-            self._send_with_head(head, self._frame(data))
+            self._send_with_head(head, self.conn.frame(data))
             return
-        framed = self._frame(data)
+        framed = self.conn.frame(data)
         if framed:
             self.sendall(framed)
 
@@ -594,7 +517,7 @@ class Response:
             self.write(data)
             return
         head = self._head(len(data))
-        self._send_with_head(head, self._frame(data) if data else b"")
+        self._send_with_head(head, self.conn.frame(data) if data else b"")
 
     def _send_with_head(self, head: bytes, data: bytes) -> None:
         """Send the head and the first body bytes as one write."""
@@ -612,7 +535,8 @@ class Response:
 
     def send_file(self, wrapper: FileWrapper) -> None:
         """Send a file with ``os.sendfile`` when it is a regular file, else by blocks."""
-        fd = wrapper.fileno() if self.sendfile is not None and not self.head_sent else None
+        conn = self.conn
+        fd = wrapper.fileno() if self.sendfile is not None and not conn.head_sent else None
         span = _file_span(fd) if fd is not None else None
         if fd is None or span is None or self.sendfile is None:
             for block in wrapper:
@@ -620,30 +544,29 @@ class Response:
             return
         offset, count = span
         head = self._head(count)
-        if not self._body_ok:
+        if not conn.body_allowed:
             self.sendall(head)
             return
-        if self._length is not None:
-            count = min(count, self._length)
+        length = conn.content_length
+        if length is not None:
+            count = min(count, length)
         sent = self.sendfile(head, fd, offset, count)
-        self.sent += sent
+        conn.count_sent(sent)
         os.lseek(fd, offset + sent, os.SEEK_SET)
         if sent < count:  # the file shrank, or sendfile cannot do this pair
             for block in wrapper:
-                framed = self._frame(block)
+                framed = conn.frame(block)
                 if framed:
                     self.sendall(framed)
 
     def finish(self) -> None:
         """End the body: send a head if none was sent, close the chunked framing."""
-        if not self.head_sent:
+        if not self.conn.head_sent:
             self.sendall(self._head(0))
-        elif self._chunked:
-            self.sendall(http_response.LAST_CHUNK)
-        elif self._body_ok and self._length is not None and self.sent < self._length:
-            self._broken(
-                f"the application sent {self.sent} bytes of its Content-Length {self._length}"
-            )
+            return
+        end = self.conn.end_of_body()
+        if end:
+            self.sendall(end)
 
 
 def with_header(headers: list[tuple[str, str]], field: tuple[str, str]) -> list[tuple[str, str]]:
@@ -654,15 +577,6 @@ def with_header(headers: list[tuple[str, str]], field: tuple[str, str]) -> list[
         if key.lower() == name:
             return headers
     return [*headers, field]
-
-
-def _not_latin1(headers: list[tuple[str, str]]) -> str:
-    for name, value in headers:
-        try:
-            value.encode("latin-1")
-        except UnicodeEncodeError:
-            return name
-    return "?"
 
 
 def _file_span(fd: int) -> tuple[int, int] | None:

@@ -14,6 +14,19 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
 
+# The worker classes every end-to-end HTTP test runs under, with their settings.
+WORKER_CLASSES = {
+    "sync": {},
+    "gthread": {"worker_class": "gthread", "threads": 4},
+}
+
+
+@pytest.fixture(params=sorted(WORKER_CLASSES))
+def worker_settings(request):
+    """Settings for one worker class: the test runs once per class."""
+    return WORKER_CLASSES[request.param]
+
+
 # Every wait has a deadline: a request made without a timeout gets one.
 _session_request = requests.Session.request
 

@@ -71,18 +71,28 @@ def test_sync_worker_class_serves(test_app):
 
 def test_harmless_gunicorn_settings_are_debug_only(test_app, tmp_path):
     conf = tmp_path / "gunicorn.conf.py"
-    conf.write_text("threads = 1\nworker_connections = 1000\n")
-    server = test_app("basic:hello", args=["-c", str(conf), "-k", "sync"])
-    assert "threads" not in server.log_text() and "worker_connections" not in server.log_text()
+    conf.write_text("sendfile = True\nstrip_header_spaces = False\n")
+    server = test_app("basic:hello", args=["-c", str(conf)])
+    assert "sendfile" not in server.log_text() and "strip_header" not in server.log_text()
     server.stop()
     server = test_app("basic:hello", args=["-c", str(conf)], loglevel="debug")
-    server.wait_for_log(r"\[DEBUG\] .*gunicorn\.conf\.py:1: Gunicorn setting 'threads'")
+    server.wait_for_log(r"\[DEBUG\] .*gunicorn\.conf\.py:1: Gunicorn setting 'sendfile'")
     assert "[WARNING]" not in server.log_text()
-    # A value that changes capacity is a warning, saying what to do instead.
-    conf.write_text("threads = 4\n")
+    # A value that changes behaviour is a warning.
+    conf.write_text("sendfile = False\n")
     proc = run_prefork("-c", str(conf), "--check-config", "basic:hello")
     assert proc.returncode == 0
-    assert "prefork: warning: " in proc.stderr and "raise --workers" in proc.stderr
+    assert "prefork: warning: " in proc.stderr and "sendfile" in proc.stderr
+
+
+def test_threads_and_worker_connections_are_settings(tmp_path):
+    conf = tmp_path / "gunicorn.conf.py"
+    conf.write_text("threads = 1\nworker_connections = 1000\n")
+    proc = run_prefork("-c", str(conf), "--check-config", "basic:hello")
+    assert proc.returncode == 0 and "warning" not in proc.stderr, proc.stderr
+    conf.write_text("threads = 4\n")
+    proc = run_prefork("-c", str(conf), "--print-config", "basic:hello")
+    assert "worker_class = 'gthread'" in proc.stdout and "warning" not in proc.stderr
 
 
 # --- ASGI applications

@@ -2,8 +2,8 @@
 
 Persistent connections, pipelining, chunked uploads, 100-continue, framing of
 HEAD/1xx/204/304 and of bodies that disagree with their Content-Length,
-sendfile, slow clients, smuggling attempts, limits and the sync worker's
-keep-alive policy (it never makes a waiting client wait for an idle one)."""
+sendfile, slow clients, smuggling attempts and limits, under every worker
+class; and the sync worker's keep-alive policy."""
 
 import importlib.util
 import os
@@ -15,15 +15,15 @@ import time
 
 import pytest
 import requests
-from conftest import APPS
+from conftest import APPS, WORKER_CLASSES
 from rawhttp import Conn, chunked, get, post
 
 from prefork.testing import serve
 
 
-@pytest.fixture(scope="module")
-def server():
-    with serve("http_apps:router", 1, cwd=APPS, loglevel="debug") as s:
+@pytest.fixture(scope="module", params=sorted(WORKER_CLASSES))
+def server(request):
+    with serve("http_apps:router", 1, cwd=APPS, loglevel="debug", **WORKER_CLASSES[request.param]) as s:
         yield s
 
 
@@ -482,15 +482,30 @@ def test_environ(server):
 # --- the sync worker's keep-alive policy
 
 
-def test_idle_keep_alive_connection_yields_to_a_new_client():
+def test_an_idle_kept_connection_makes_no_newcomer_wait_and_is_not_closed_under_its_client():
+    # Closing an idle kept connection unannounced when someone else arrives
+    # loses the request its client may be sending at that moment (issue 12);
+    # holding the worker for it would make the newcomer wait. Neither: the
+    # newcomer is served at once and the idle connection stays open.
     with serve("http_apps:router", 1, cwd=APPS, keepalive=30) as server:
         with Conn(server.port) as a:
-            assert a.request(get("/hello")).body == b"hello"  # a keeps its connection, idle
+            assert a.request(get("/hello")).header("Connection") is None  # kept, idle
             started = time.monotonic()
             with Conn(server.port) as b:
                 assert b.request(get("/hello")).body == b"hello"
-            assert time.monotonic() - started < 2  # not the 30 s keep-alive
-            assert a.closed_by_server(timeout=1)
+            assert time.monotonic() - started < 1.5  # not a's 30 s window
+            assert not a.closed_by_server(timeout=0.3)
+            assert a.request(get("/hello")).body == b"hello"  # and a goes on
+
+
+def test_an_idle_kept_connection_is_closed_when_its_window_ends():
+    with serve("http_apps:router", 1, cwd=APPS, keepalive=0.5) as server:
+        with Conn(server.port) as a, Conn(server.port) as b:
+            assert a.request(get("/hello")).body == b"hello"
+            assert b.request(get("/hello")).body == b"hello"  # two idle connections, one worker
+            started = time.monotonic()
+            assert a.closed_by_server(timeout=3) and b.closed_by_server(timeout=3)
+            assert time.monotonic() - started < 2.5
 
 
 def test_response_says_close_when_another_client_waits():
@@ -524,16 +539,16 @@ def test_one_worker_serves_two_keep_alive_clients_promptly():
         assert time.monotonic() - started < 5
 
 
-def test_keep_alive_zero_closes_every_connection():
-    with serve("http_apps:router", 1, cwd=APPS, keepalive=0) as server:
+def test_keep_alive_zero_closes_every_connection(worker_settings):
+    with serve("http_apps:router", 1, cwd=APPS, **worker_settings, keepalive=0) as server:
         with Conn(server.port) as c:
             resp = c.request(get("/hello"))
             assert resp.header("Connection") == "close"
             assert c.closed_by_server()
 
 
-def test_idle_connection_is_closed_after_keep_alive_seconds():
-    with serve("http_apps:router", 1, cwd=APPS, keepalive=0.5) as server:
+def test_idle_connection_is_closed_after_keep_alive_seconds(worker_settings):
+    with serve("http_apps:router", 1, cwd=APPS, **worker_settings, keepalive=0.5) as server:
         with Conn(server.port) as c:
             c.request(get("/hello"))
             started = time.monotonic()
@@ -541,8 +556,8 @@ def test_idle_connection_is_closed_after_keep_alive_seconds():
             assert 0.3 < time.monotonic() - started < 2
 
 
-def test_graceful_stop_does_not_wait_for_idle_keep_alive():
-    with serve("http_apps:router", 1, cwd=APPS, keepalive=30) as server:
+def test_graceful_stop_does_not_wait_for_idle_keep_alive(worker_settings):
+    with serve("http_apps:router", 1, cwd=APPS, **worker_settings, keepalive=30) as server:
         with Conn(server.port) as c:
             c.request(get("/hello"))
             started = time.monotonic()
@@ -552,8 +567,8 @@ def test_graceful_stop_does_not_wait_for_idle_keep_alive():
             assert c.closed_by_server(timeout=1)
 
 
-def test_stopping_worker_answers_with_close():
-    with serve("http_apps:router", 1, cwd=APPS, keepalive=30, graceful_timeout=10) as server:
+def test_stopping_worker_answers_with_close(worker_settings):
+    with serve("http_apps:router", 1, cwd=APPS, **worker_settings, keepalive=30, graceful_timeout=10) as server:
         with Conn(server.port) as c:
             c.send(get("/sleep_briefly?s=1"))
             time.sleep(0.3)
@@ -565,8 +580,8 @@ def test_stopping_worker_answers_with_close():
 # --- deadlines for slow clients
 
 
-def test_slow_head_gets_408_and_worker_survives():
-    with serve("http_apps:router", 1, cwd=APPS, timeout=2) as server:
+def test_slow_head_gets_408_and_worker_survives(worker_settings):
+    with serve("http_apps:router", 1, cwd=APPS, **worker_settings, timeout=2) as server:
         pid = server.worker_pids()[0]
         data = get("/hello")
         started = time.monotonic()
@@ -587,8 +602,8 @@ def test_slow_head_gets_408_and_worker_survives():
             assert c.request(get("/hello")).body == b"hello"
 
 
-def test_stalled_head_gets_408():
-    with serve("http_apps:router", 1, cwd=APPS, timeout=1) as server:
+def test_stalled_head_gets_408(worker_settings):
+    with serve("http_apps:router", 1, cwd=APPS, **worker_settings, timeout=1) as server:
         with Conn(server.port, timeout=10) as c:
             started = time.monotonic()
             c.send(b"GET / HTTP/1.1\r\nHo")
@@ -597,8 +612,8 @@ def test_stalled_head_gets_408():
             assert time.monotonic() - started < 4
 
 
-def test_slow_body_gets_408_and_worker_survives():
-    with serve("http_apps:router", 1, cwd=APPS, timeout=2) as server:
+def test_slow_body_gets_408_and_worker_survives(worker_settings):
+    with serve("http_apps:router", 1, cwd=APPS, **worker_settings, timeout=2) as server:
         pid = server.worker_pids()[0]
         started = time.monotonic()
         with Conn(server.port, timeout=10) as c:
@@ -616,8 +631,8 @@ def test_slow_body_gets_408_and_worker_survives():
         assert "WORKER TIMEOUT" not in server.log_text()
 
 
-def test_silent_connection_does_not_hold_the_worker_forever():
-    with serve("http_apps:router", 1, cwd=APPS, timeout=1) as server:
+def test_silent_connection_does_not_hold_the_worker_forever(worker_settings):
+    with serve("http_apps:router", 1, cwd=APPS, **worker_settings, timeout=1) as server:
         with Conn(server.port, timeout=10) as idle:
             started = time.monotonic()
             assert idle.closed_by_server(timeout=4)  # closed without a response
@@ -629,8 +644,8 @@ def test_silent_connection_does_not_hold_the_worker_forever():
 # --- limits and header_map from the command line
 
 
-def test_limits_from_settings():
-    with serve("http_apps:router", 1, cwd=APPS, limit_request_line=30, limit_request_fields=3,
+def test_limits_from_settings(worker_settings):
+    with serve("http_apps:router", 1, cwd=APPS, **worker_settings, limit_request_line=30, limit_request_fields=3,
                limit_request_field_size=40, limit_request_body=10) as server:
         cases = [
             (get("/" + "a" * 40), 414),
@@ -672,9 +687,9 @@ def test_header_map_dangerous_passes_underscores():
 # --- unix sockets get the same treatment
 
 
-def test_keep_alive_and_sendfile_over_a_unix_socket(tmp_path, data_file):
+def test_keep_alive_and_sendfile_over_a_unix_socket(tmp_path, data_file, worker_settings):
     path = tmp_path / "s.sock"
-    with serve("http_apps:router", 1, cwd=APPS, bind=f"unix:{path}") as server:
+    with serve("http_apps:router", 1, cwd=APPS, **worker_settings, bind=f"unix:{path}") as server:
         assert server  # started
         with Conn(0, family=socket.AF_UNIX, address=str(path)) as c:
             assert c.request(get("/hello")).body == b"hello"
@@ -682,7 +697,7 @@ def test_keep_alive_and_sendfile_over_a_unix_socket(tmp_path, data_file):
             assert resp.body == data_file.read_bytes()
 
 
-def test_keep_alive_yields_across_several_listeners(tmp_path):
+def test_a_kept_connection_makes_nobody_wait_on_another_listener(tmp_path):
     first, second = tmp_path / "a.sock", tmp_path / "b.sock"
     with serve("http_apps:router", 1, cwd=APPS, keepalive=30, bind=[f"unix:{first}", f"unix:{second}"]):
         with Conn(0, family=socket.AF_UNIX, address=str(first)) as a:
@@ -690,8 +705,8 @@ def test_keep_alive_yields_across_several_listeners(tmp_path):
             started = time.monotonic()
             with Conn(0, family=socket.AF_UNIX, address=str(second)) as b:
                 assert b.request(get("/hello")).body == b"hello"
-            assert time.monotonic() - started < 2
-            assert a.closed_by_server(timeout=1)
+            assert time.monotonic() - started < 1.5
+            assert a.request(get("/hello")).body == b"hello"
 
 
 # --- --http-parser httptools: the same server with llhttp checking the heads

@@ -9,6 +9,7 @@ import sys
 import pytest
 
 from prefork.http.body import ChunkedBody, LengthBody
+from prefork.http.connection import Connection
 from prefork.http.errors import PayloadTooLarge
 from prefork.http.request import Limits, parse_head
 from prefork.http.response import InvalidResponse
@@ -107,27 +108,36 @@ def test_continue_sent_once_on_first_network_read(pair):
     assert sent == [1]
 
 
-def test_continue_not_sent_when_body_began_or_is_empty(pair):
+def continue_decider(raw):
+    """send_continue as a worker builds it: the connection core decides."""
+    conn = Connection(Limits(), parse_head)
+    req = conn.receive(raw)
+    conn.start(req, True)
     sent = []
-    inp = make_input(pair, b"def", initial=b"abc", send_continue=lambda: sent.append(1))
-    assert inp.read() == b"abcdef"
+    return conn, sent, lambda: conn.continue_now() and sent.append(1)
+
+
+def test_continue_not_sent_when_body_began(pair):
+    conn, sent, send_continue = continue_decider(
+        b"POST / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 6\r\n\r\nabc")
     server, _ = pair
-    inp = Input(server.recv, LengthBody(0), b"", lambda: sent.append(1))
-    assert inp.read() == b""
+    inp = make_input(pair, b"def", initial=conn.take_buffer(), send_continue=send_continue, length=6)
+    assert inp.read() == b"abcdef"
     assert sent == []
 
 
-def test_drain_and_reusable(pair):
+def test_continue_not_sent_when_not_asked(pair):
+    conn, sent, send_continue = continue_decider(
+        b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\n")
+    inp = make_input(pair, b"abc", send_continue=send_continue, length=3)
+    assert inp.read() == b"abc"
+    assert sent == []
+
+
+def test_drain(pair):
     inp = make_input(pair, b"x" * 1000 + b"NEXT", length=1000)
-    assert inp.reusable(2000) and not inp.reusable(10)
     assert inp.drain(2000)
     assert inp.leftover() == b"NEXT"
-
-
-def test_waiting_for_continue_is_not_reusable(pair):
-    server, _ = pair
-    inp = Input(server.recv, LengthBody(10), b"", lambda: None)
-    assert not inp.reusable(1 << 20)
 
 
 # --- Response framing
@@ -151,7 +161,10 @@ class Sink:
 
 def respond(app, raw=b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", keep_alive=True, keep_check=None, sendfile=None):
     sink = Sink()
-    resp = Response(request(raw), sink, sendfile, keep_alive, "Server: test\r\n", keep_check)
+    conn = Connection(Limits(), parse_head)
+    req = request(raw)
+    conn.start(req, keep_alive)
+    resp = Response(req, conn, sink, sendfile, "Server: test\r\n", keep_check)
     run_app(app, {}, resp)
     return resp, sink
 
@@ -359,7 +372,9 @@ def test_input_error_decides_the_status():
     with a, b:
         b.sendall(b"zz\r\n")
         inp = Input(a.recv, ChunkedBody(Limits()), b"", None)
-        resp = Response(request(), sink, None, True, "", None)
+        conn = Connection(Limits(), parse_head)
+        conn.start(request(), True)
+        resp = Response(request(), conn, sink, None, "", None)
         resp.input = inp
 
         def app(environ, start_response):
@@ -446,7 +461,9 @@ def test_file_wrapper_partial_sendfile_finishes_by_reading(tmp_path):
     sink = Sink()
     sink_holder["sink"] = sink
     with open(path, "rb") as f:
-        resp = Response(request(), sink, sendfile, True, "", None)
+        conn = Connection(Limits(), parse_head)
+        conn.start(request(), True)
+        resp = Response(request(), conn, sink, sendfile, "", None)
         run_app(lambda e, s: (s("200 OK", []) and None) or FileWrapper(f), {}, resp)
     assert split(sink.data)[2] == b"0123456789"
     assert resp.sent == 10 and not resp.must_close

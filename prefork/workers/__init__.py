@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 
 WORKER_CLASSES: dict[str, str] = {
     "sync": "prefork.workers.sync:SyncWorker",
+    "gthread": "prefork.workers.gthread:GThreadWorker",
 }
 
 # Gunicorn's own class paths and aliases, by the short name they stand for.
@@ -66,8 +67,6 @@ def refusal(value: str) -> str:
     if short in _ASYNC:
         return (f"{value!r} is an async worker class, which prefork does not have; "
                 "use -k gthread (a thread per request) instead")
-    if short == "gthread":
-        return f"{value!r} is not available in this version of prefork; use {_choices()}"
     if any(hint in name.lower() for hint in _ASGI_HINTS):
         return (f"{value!r} is an ASGI worker class: prefork serves WSGI applications; "
                 f"use {_choices()} with a WSGI application, or an ASGI server for an ASGI one")

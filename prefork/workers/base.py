@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import hashlib  # noqa: F401  (imported for the workers: see below)
+import itertools
 import os
 import random
 import select
@@ -40,6 +41,7 @@ from ..settings import Config
 from ..statsd import StatsdClient
 from ..wsgi import ErrorStream, WSGIApp, base_environ
 from .instrument import Instruments
+from .io import SlowClients
 
 # ssl and hashlib are imported above so that the master, which imports this
 # module before it forks, initialises OpenSSL once for every worker. Almost
@@ -65,6 +67,7 @@ class Worker:
     # Deployment features the serving loop implements ("tls", "proxy_protocol");
     # the master refuses to start with a setting that needs a missing one.
     supports: frozenset[str] = frozenset()
+    multithread = False  # wsgi.multithread: the application is called from several threads
 
     def __init__(
         self,
@@ -87,6 +90,7 @@ class Worker:
         self.alive = True
         self.waiting = False  # blocked waiting for a connection
         self.requests = 0
+        self._counter = itertools.count(1)
         self.booted = 0.0
         self.beat_interval = beat_interval(cfg.timeout)
         self.max_requests = 0
@@ -110,6 +114,8 @@ class Worker:
         self.parse_head = head_parser(cfg.http_parser)
         self.server_lines = f"Server: {SERVER_SOFTWARE}\r\n"
         self.ssl_context: Any = None  # set by the master when TLS is on
+        self.app_exit = False  # the application called sys.exit() in a request
+        self.slow_clients = SlowClients(log)
         self.statsd: StatsdClient | None = None  # set by the master with --statsd-host
         self.instruments: Instruments | None = None  # made after the fork (init_process)
 
@@ -285,13 +291,14 @@ class Worker:
             name, port = host, str(port_number)
         errors = ErrorStream(self.log.app_line)
         scheme = "https" if self.ssl_context is not None else "http"
-        return base_environ(name, port, self.cfg.workers > 1, errors, scheme)
+        return base_environ(name, port, self.cfg.workers > 1, errors, scheme, self.multithread)
 
     def on_idle(self) -> None:
         """Called whenever a wait for work times out: beat, and check the master."""
         self.slot.beat()
         if self.reopen_logs:
             self._reopen_logs()
+        self.slow_clients.report()
         if os.getppid() != self.ppid:
             self._orphan()
 
@@ -352,8 +359,9 @@ class Worker:
     # --- around each request
 
     def request_started(self, req: Any, thread: int = 0) -> None:
-        self.requests += 1
-        self.slot.start_request(req.line, self.requests, thread)
+        # next() on a C iterator is atomic: the count stays exact across threads.
+        self.requests = count = next(self._counter)
+        self.slot.start_request(req.line, count, thread)
         if self.instruments is not None:
             self.instruments.started(req, thread)
         if self.pre_request is not None:

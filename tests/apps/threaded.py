@@ -1,0 +1,27 @@
+"""An app for the gthread tests: requests that wait (as on a database), and
+what the worker tells the application about itself."""
+
+import json
+import os
+import threading
+import time
+
+
+def app(environ, start_response):
+    path = environ["PATH_INFO"]
+    query = environ.get("QUERY_STRING", "")
+    started = time.time()
+    if path == "/sleep":
+        time.sleep(float(query or "0.1"))
+    if path == "/stuck":
+        stuck_here(float(query or "60"))
+    body = json.dumps({
+        "pid": os.getpid(), "thread": threading.get_ident(), "start": started, "end": time.time(),
+        "multithread": environ["wsgi.multithread"],
+    }).encode()
+    start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
+    return [body]
+
+
+def stuck_here(seconds):
+    time.sleep(seconds)  # the stack in the timeout report must show this function
