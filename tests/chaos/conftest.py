@@ -80,12 +80,24 @@ def _profile() -> Profile:
 
 
 PROFILE = _profile()
+
+# The worker classes a scenario runs under, and the settings that select them.
+WORKER_CLASSES = {
+    "sync": {},
+    "gthread": {"worker_class": "gthread", "threads": 4},
+}
 FIGURES: list[dict] = []
 
 
 @pytest.fixture
 def profile() -> Profile:
     return PROFILE
+
+
+@pytest.fixture(params=sorted(WORKER_CLASSES))
+def worker_class(request) -> dict:
+    """Run the scenario once per worker class: the settings that select it."""
+    return WORKER_CLASSES[request.param]
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ import sys
 import threading
 import time
 
-from conftest import alive, wait_until
+from conftest import alive, sleeping, wait_until
 
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -53,6 +53,14 @@ def wait_gone(pids, timeout: float) -> list[int]:
     """Wait until none of ``pids`` runs; return those still running at the deadline."""
     wait_until(lambda: not any(alive(p) for p in pids), timeout)
     return [p for p in pids if alive(p)]
+
+
+def sleeping_threads(pid: int) -> int:
+    """How many threads of ``pid`` are inside a sleep (the test apps' time.sleep)."""
+    try:
+        return sum(sleeping(int(tid)) for tid in os.listdir(f"/proc/{pid}/task"))
+    except OSError:
+        return 0
 
 
 def wait_reaped(pid: int, timeout: float) -> bool:

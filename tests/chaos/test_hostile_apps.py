@@ -58,8 +58,8 @@ def _kill_all(pids):
             os.kill(pid, signal.SIGKILL)
 
 
-def test_sys_exit_in_a_request(test_app, profile, figures):
-    server = test_app("chaos_apps:router", workers=2)
+def test_sys_exit_in_a_request(test_app, profile, figures, worker_class):
+    server = test_app("chaos_apps:router", workers=2, **worker_class)
     answers = []
     with _background(server, profile) as pool:
         for _ in range(profile.exit_rounds):
@@ -82,8 +82,8 @@ def test_sys_exit_in_a_request(test_app, profile, figures):
     assert "failed to boot" not in log and "Shutting down" not in log, log[-3000:]
 
 
-def test_app_that_forks_keeps_responses_ending(test_app, profile, figures):
-    server = test_app("chaos_apps:router", workers=2)
+def test_app_that_forks_keeps_responses_ending(test_app, profile, figures, worker_class):
+    server = test_app("chaos_apps:router", workers=2, **worker_class)
     children = []
     kept = 0
     try:

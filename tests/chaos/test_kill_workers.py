@@ -18,6 +18,7 @@ import pytest
 from conftest import wait_until
 
 from .clients import ClientPool
+from .conftest import WORKER_CLASSES
 from .procs import age, freeze, held_client_ports, wait_gone
 
 try:
@@ -64,15 +65,18 @@ def _in_flight(pool, kill):
             and o.sent < kill["at"] <= o.ended]
 
 
-@pytest.mark.parametrize("connection", ["keep-alive", "close"])
+@pytest.mark.parametrize("connection,worker", [("keep-alive", "sync"), ("close", "sync"),
+                                               ("keep-alive", "gthread")])
 def test_random_kill_9_fails_only_the_requests_of_the_killed_worker(test_app, profile, figures,
-                                                                     connection):
+                                                                     connection, worker):
     """Keep-alive clients (and, as a control, clients that close after every
     request): every failure is a request on a connection the killed worker
-    held, at most one per connection, and at least one was in flight."""
+    held, at most one per connection, and at least one was in flight. A
+    gthread worker holds several connections, busy and parked: all of them
+    are its victims, and only they."""
     rng = random.Random(profile.seed)
     workers = profile.kill_workers
-    server = test_app("chaos_apps:router", workers=workers)
+    server = test_app("chaos_apps:router", workers=workers, **WORKER_CLASSES[worker])
     kills = []
     with ClientPool(server.port, clients=profile.kill_clients, path="/pid?s=0.05",
                     think=(0.005, 0.03), seed=profile.seed, headers={"Connection": connection}) as pool:

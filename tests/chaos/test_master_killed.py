@@ -11,10 +11,10 @@ import signal
 import threading
 
 import pytest
-from conftest import sleeping, wait_until
+from conftest import wait_until
 
 from .clients import send_raw
-from .procs import holders_of_port, port_bindable, wait_gone
+from .procs import holders_of_port, port_bindable, sleeping_threads, wait_gone
 
 GRACEFUL = 2.0
 TIMEOUT = 4.0
@@ -23,12 +23,13 @@ SLACK = 3.0  # beat interval, process exit, a loaded machine
 
 @pytest.mark.parametrize("seconds,expect", [(1.0, "answered"), (60.0, "cut")],
                          ids=["busy", "stuck"])
-def test_master_killed_while_workers_serve(test_app, profile, figures, seconds, expect):
+def test_master_killed_while_workers_serve(test_app, profile, figures, seconds, expect,
+                                           worker_class):
     workers = 2
     outcomes = []
     for _ in range(profile.master_kill_rounds):
         server = test_app("chaos_apps:router", workers=workers, timeout=TIMEOUT,
-                          graceful_timeout=GRACEFUL)
+                          graceful_timeout=GRACEFUL, **worker_class)
         pids = server.worker_pids()
         results = [None] * workers
 
@@ -39,8 +40,8 @@ def test_master_killed_while_workers_serve(test_app, profile, figures, seconds, 
         threads = [threading.Thread(target=client, args=(i,), daemon=True) for i in range(workers)]
         for thread in threads:
             thread.start()
-        assert wait_until(lambda p=pids: all(sleeping(pid) for pid in p), 10), (
-            "the workers did not all start their request")
+        assert wait_until(lambda p=pids: sum(map(sleeping_threads, p)) == workers, 10), (
+            "the requests did not all start")
         os.kill(server.master_pid, signal.SIGKILL)
         server.proc.wait(5)
         left = wait_gone(pids, min(GRACEFUL, TIMEOUT) + SLACK)

@@ -14,6 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from .clients import send_raw
+from .conftest import WORKER_CLASSES
 from .mutations import mutated
 
 ALLOWED_5XX = {501, 505}
@@ -32,13 +33,14 @@ def _verdict(result):
     return f"status {bad[0]}" if bad else ""
 
 
-@pytest.mark.parametrize("parser", ["python", "httptools"])
-def test_mutated_request_heads(test_app, profile, figures, parser):
+@pytest.mark.parametrize("parser,worker", [("python", "sync"), ("httptools", "sync"),
+                                           ("python", "gthread")])
+def test_mutated_request_heads(test_app, profile, figures, parser, worker):
     if parser == "httptools":
         pytest.importorskip("httptools")
     rng = random.Random(profile.seed)
     cases = [mutated(rng) for _ in range(profile.mutated_heads)]
-    server = test_app("chaos_apps:router", workers=4, http_parser=parser)
+    server = test_app("chaos_apps:router", workers=4, http_parser=parser, **WORKER_CLASSES[worker])
     workers = server.worker_pids()
     problems = []
     statuses: dict[str, int] = {}

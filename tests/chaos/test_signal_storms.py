@@ -40,9 +40,9 @@ def _no_failures(pool, figures, **more):
     assert not pool.failures, pool.report()
 
 
-def test_hup_storm_under_keep_alive_load(test_app, profile, figures):
+def test_hup_storm_under_keep_alive_load(test_app, profile, figures, worker_class):
     rng = random.Random(profile.seed)
-    server = test_app("chaos_apps:router", workers=2)
+    server = test_app("chaos_apps:router", workers=2, **worker_class)
     first = set(server.worker_pids())
     with ClientPool(server.port, clients=profile.storm_clients, path="/pid?s=0.005",
                     seed=profile.seed) as pool:
@@ -79,10 +79,11 @@ def test_ttin_ttou_storm_under_keep_alive_load(test_app, profile, figures):
     _no_failures(pool, figures, signals=profile.ttin_ttou_signals, final_workers=wanted)
 
 
-def test_max_requests_recycling_under_keep_alive_load(test_app, profile, figures):
+def test_max_requests_recycling_under_keep_alive_load(test_app, profile, figures, worker_class):
     """Recycling is the storm a busy server makes by itself: every worker is
     replaced every ~20 requests, and retires like a HUP's old generation."""
-    server = test_app("chaos_apps:router", workers=2, max_requests=20, max_requests_jitter=5)
+    server = test_app("chaos_apps:router", workers=2, max_requests=20, max_requests_jitter=5,
+                      **worker_class)
     first = set(server.worker_pids())
     with ClientPool(server.port, clients=profile.storm_clients, path="/pid?s=0.002",
                     seed=profile.seed) as pool:
@@ -142,8 +143,8 @@ def test_usr2_storm_under_keep_alive_load(test_app, profile, figures):
         assert not wait_gone(masters, 30)
 
 
-def test_sigchld_flood_kills_no_worker(test_app, profile, figures):
-    server = test_app("chaos_apps:router", workers=3)
+def test_sigchld_flood_kills_no_worker(test_app, profile, figures, worker_class):
+    server = test_app("chaos_apps:router", workers=3, **worker_class)
     workers = server.worker_pids()
     with ClientPool(server.port, clients=profile.storm_clients, path="/pid",
                     think=(0.0, 0.005), seed=profile.seed) as pool:
