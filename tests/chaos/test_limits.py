@@ -10,7 +10,8 @@ the process that becomes the master, so every worker has it too, and takes
 2. the same with ``Connection: close``, and a HUP between two halves;
 3. half of the requests ask the application to open more descriptors than
    the limit allows: the app's OSError (EMFILE) must be answered 500, the
-   others 200.
+   others 200 (or, in a gthread worker, 500 too when another thread's
+   request held every descriptor at that moment).
 
 Every connection is answered; no worker dies, none is replaced but by the
 reload, and the master never backs off.
@@ -36,8 +37,9 @@ def _limit_of(pid):
 
 
 def _wrong(results, expected):
+    """The connections whose first answer is not one of ``expected[i]``."""
     return [(i, r.error, r.data[:120]) for i, r in enumerate(results)
-            if r.statuses[:1] != [expected[i]]]
+            if not r.statuses or r.statuses[0] not in expected[i]]
 
 
 def test_low_nofile_limit_with_many_connections(test_app, profile, figures, worker_class):
@@ -55,16 +57,20 @@ def test_low_nofile_limit_with_many_connections(test_app, profile, figures, work
     server.wait_for_log(r"Reload complete", 30)
     # a request that fits: 4 descriptors per thread of a gthread worker, at most
     mixed = burst(server.port, [FILES % (4 if i % 2 else limit + 10) for i in range(n)], deadline=60)
+    # Threads share their process's descriptors: in a gthread worker, a request
+    # that fits can meet EMFILE while another thread's request holds them all.
+    fits = {200, 500} if worker_class else {200}
     wrong = {
-        "kept": _wrong(kept, [200] * n),
-        "closed": _wrong(closed, [200] * n),
-        "mixed": _wrong(mixed, [200 if i % 2 else 500 for i in range(n)]),
+        "kept": _wrong(kept, [{200}] * n),
+        "closed": _wrong(closed, [{200}] * n),
+        "mixed": _wrong(mixed, [fits if i % 2 else {500} for i in range(n)]),
     }
     log = server.log_text()
     results = kept + closed + mixed
     figures(requests=len(results), failures=sum(len(w) for w in wrong.values()),
             answers={str(s): sum(1 for r in results if r.statuses[:1] == [s]) for s in (200, 500)},
             hangs=sum(1 for r in results if r.error == "hang"),
+            fitting_answered_500=sum(1 for r in mixed[1::2] if r.statuses[:1] == [500]),
             accept_failures=len(re.findall(r"accept\(\) failed", log)))
     assert not any(wrong.values()), (
         "connections not answered as expected: "
