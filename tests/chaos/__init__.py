@@ -1,0 +1,1 @@
+"""The chaos suite: real servers, real clients, real signals (docs/reliability.md)."""
