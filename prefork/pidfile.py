@@ -63,14 +63,20 @@ def read_pid(path: str) -> int | None:
 
 
 def alive(pid: int) -> bool:
-    """Whether a process with this pid exists (a zombie counts until reaped)."""
+    """Whether a process with this pid is running. A zombie is not: an old
+    master that has exited but that its parent has not reaped yet (a container
+    without an init that reaps) must not block the next upgrade."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return not f.read().rsplit(b") ", 1)[1].startswith(b"Z")
+    except (OSError, IndexError):
+        return True  # no /proc (macOS): it exists
 
 
 def _is_running_prefork(pid: int) -> bool:

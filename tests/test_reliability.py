@@ -200,3 +200,38 @@ def test_clients_that_leave_idle_connections_open_make_nobody_wait(test_app, wor
     assert time.monotonic() - started < 4
     for conn in held:
         conn.close()
+
+
+def test_an_error_answer_does_not_hold_the_worker_for_a_client_that_stays_connected(
+        test_app, worker_settings):
+    # A chaos finding: every error response lingered a full second, so 20 clients
+    # that kept their sockets open after a 500 held 2 sync workers for 9 s.
+    server = test_app(APP, workers=1, **worker_settings)
+    held = []
+    started = time.monotonic()
+    try:
+        for _ in range(5):
+            sock = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+            sock.sendall(b"GET /oserror?notfound HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert sock.recv(65536).startswith(b"HTTP/1.1 500 ")
+            held.append(sock)  # still open: the server must not wait for it
+        assert time.monotonic() - started < 2  # not 5 x 1 s
+    finally:
+        for sock in held:
+            sock.close()
+
+
+def test_a_zombie_does_not_count_as_a_running_master():
+    from prefork.pidfile import alive
+
+    child = os.fork()
+    if child == 0:
+        os._exit(0)
+    try:
+        assert wait_until(lambda: not alive(child), 5)  # exited, not yet reaped
+        assert os.waitpid(child, os.WNOHANG)[0] == child  # it was a zombie until now
+    finally:
+        try:
+            os.waitpid(child, 0)
+        except ChildProcessError:
+            pass

@@ -35,6 +35,10 @@ RECV_SIZE = 65536
 # drop the response it has not read yet (RFC 9112 §9.6).
 LINGER_SECONDS = 1.0
 LINGER_BYTES = 256 * 1024
+# ...but it stops as soon as the client has been silent this long: a client
+# that keeps its socket open after our FIN must not hold a worker for the
+# whole second (what it sends later is too late to matter).
+LINGER_IDLE = 0.2
 # How often slow clients that were dropped are summed up in the log.
 SLOW_REPORT_INTERVAL = 10.0
 _MSG_MORE = getattr(socket, "MSG_MORE", 0)
@@ -253,9 +257,9 @@ def linger(conn: Any, beat: Callable[[], None], beat_interval: float,
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return
-            if not poller.poll(min(remaining, beat_interval) * 1000):
+            if not poller.poll(min(remaining, beat_interval, LINGER_IDLE) * 1000):
                 beat()
-                continue
+                return  # silent: nothing more is coming that would cause a reset
             data = conn.recv(RECV_SIZE)
             if not data:
                 return

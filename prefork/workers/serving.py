@@ -300,12 +300,17 @@ class ConnectionServer(Worker):
             self.send_error(client, exc.status, exc.reason)
 
     def send_error(self, client: Client, status: int, reason: str) -> None:
-        """A short response with ``Connection: close``, then a lingering close."""
+        """A short response with ``Connection: close``; a lingering close when
+        request bytes may still be on their way (a reset could make the client
+        lose the response), a plain one when the request was read whole."""
         try:
             client.sock.sendall(error_response(status, reason))
         except OSError:
             return
-        linger(client.sock, self.slot.beat, self.beat_interval)
+        http = client.http
+        body = http.body
+        if (body is not None and not body.done) or not http.idle or http.req is None:
+            linger(client.sock, client.beat, self.beat_interval)
 
 
 __all__ = ["Client", "ConnectionServer"]
