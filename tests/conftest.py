@@ -146,6 +146,25 @@ def term_during_request(server, seconds):
     return result["response"]
 
 
+def port_is_free(port):
+    """Whether a new socket can listen on 127.0.0.1:``port`` now."""
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+            sock.listen()
+        except OSError:
+            return False
+        return True
+
+
+def free_port():
+    """A TCP port on 127.0.0.1 that nothing listens on (for a server's --bind)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 def unix_get(path):
     """GET / over the unix socket at ``path`` (HTTP/1.0); every byte of the answer."""
     with socket.socket(socket.AF_UNIX) as s:

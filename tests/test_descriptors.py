@@ -3,11 +3,10 @@ listening sockets and the heartbeat file."""
 
 import os
 import signal
-import socket
 
 import pytest
 import requests
-from conftest import alive, wait_until
+from conftest import alive, port_is_free, wait_until
 
 # Runs a background program the way applications do, and says its pid.
 BACKGROUND = """
@@ -19,17 +18,6 @@ def app(environ, start_response):
     start_response("200 OK", [])
     return [b"started"]
 """
-
-
-def port_is_free(port):
-    with socket.socket() as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(("127.0.0.1", port))
-            sock.listen()
-        except OSError:
-            return False
-        return True
 
 
 def descriptors(pid):

@@ -7,14 +7,13 @@ import http.client
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
 
 import requests
-from conftest import APPS, alive, wait_until
+from conftest import APPS, alive, free_port, unix_get, wait_until
 from keepalive_clients import ClientPool
 
 APP = "threaded:app"
@@ -192,13 +191,7 @@ def test_gthread_over_a_unix_socket_and_hup(test_app, tmp_path):
     path = tmp_path / "s.sock"
     server = test_app(APP, workers=1, threads=2, bind=f"unix:{path}", **GTHREAD)
     for _ in range(2):
-        with socket.socket(socket.AF_UNIX) as s:
-            s.settimeout(5)
-            s.connect(str(path))
-            s.sendall(b"GET / HTTP/1.0\r\n\r\n")
-            data = b""
-            while chunk := s.recv(4096):
-                data += chunk
+        data = unix_get(path)
         assert b"200 OK" in data and json.loads(data.split(b"\r\n\r\n", 1)[1])["multithread"]
         start = len(server.log_text())
         server.send_signal(signal.SIGHUP)
@@ -232,9 +225,7 @@ def test_access_log_and_hooks_run_in_the_requests_thread(test_app, tmp_path):
 
 
 def test_reuse_port_and_preload_under_gthread(test_app):
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     server = test_app(APP, workers=2, threads=2, reuse_port=True, preload_app=True,
                       bind=f"127.0.0.1:{port}", **GTHREAD)
     pids = {get_json(f"http://127.0.0.1:{port}/")["pid"] for _ in range(40)}
@@ -264,9 +255,7 @@ def test_usr2_and_winch_under_gthread(test_app):
 
 
 def test_busy_threads_are_in_the_metrics(test_app):
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     server = test_app(APP, workers=1, threads=4, metrics_bind=f"127.0.0.1:{port}", **GTHREAD)
     done = []
     threads = [threading.Thread(target=lambda: done.append(get_json(server.url + "/sleep?2")))

@@ -3,13 +3,12 @@ enforces its own deadline, and the port is free once it is gone."""
 
 import os
 import signal
-import socket
 import threading
 import time
 
 import pytest
 import requests
-from conftest import a_worker_sleeps, alive, wait_until
+from conftest import a_worker_sleeps, alive, port_is_free, wait_until
 
 # The request in progress sleeps far longer than the deadline under test.
 STUCK_SECONDS = 60
@@ -25,17 +24,6 @@ def app(environ, start_response):
     start_response("200 OK", [])
     return [b"done"]
 """
-
-
-def port_is_free(port):
-    with socket.socket() as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(("127.0.0.1", port))
-            sock.listen()
-        except OSError:
-            return False
-        return True
 
 
 def stuck_request(server):
