@@ -39,6 +39,7 @@ from .heartbeat import BOOTING, BUSY, IDLE, HeartbeatSlot, beat_interval, defaul
 from .logs import Logger
 from .observe import Observer, exit_reason
 from .pidfile import Pidfile, PidfileError, alive
+from .recycling import KILL, Recycler
 from .settings import Address, Config, ConfigError
 from .sockets import (
     Listener,
@@ -50,6 +51,7 @@ from .sockets import (
 )
 from .stats import (
     MAX_REQUESTS,
+    MEMORY,
     RELOAD,
     RELOAD_FAILED,
     RESTART_REASONS,
@@ -171,6 +173,7 @@ class Arbiter:
         self.sig_queue: collections.deque[int] = collections.deque()
         self._wake_r = self._wake_w = -1
         self.observer = Observer(self)  # metrics, control socket, statsd
+        self.recycler = Recycler(log)  # --max-worker-lifetime, --max-worker-memory
 
     # --- start and the main loop
 
@@ -183,6 +186,7 @@ class Arbiter:
                 self.handle_signals()
                 self.reap()
                 self.murder()
+                self.recycle()
                 self.maintain()
                 self.check_progress()
                 self.ping()
@@ -405,7 +409,8 @@ class Arbiter:
         now = time.monotonic()
         delay = beat_interval(self.cfg.timeout)
         for deadline in (self.spawn_after, self.boot_check, self.stop_at, self.stop_deadline,
-                         self.next_ping, self.observer.next_check(now)):
+                         self.next_ping, self.observer.next_check(now),
+                         self.recycler.next_check(now)):
             if deadline > now:
                 delay = min(delay, deadline - now)
         if self.stopping or any(r.aborted_at for r in self.workers.values()):
@@ -742,6 +747,25 @@ class Arbiter:
             doing = "not in a request"
         self.log.critical("WORKER TIMEOUT (pid:%s) no heartbeat for %.1f s, %s; sending SIGABRT",
                           record.pid, stale, doing)
+
+    def recycle(self) -> None:
+        """Replace workers past their lifetime or memory limit (gracefully, as
+        --max-requests does); kill those past the hard memory limit."""
+        if self.stopping:
+            return
+        for action in self.recycler.check(self.cfg, self.workers, self.generation, time.monotonic()):
+            record = action.record
+            if action.kind == KILL:
+                self.log.error("Worker %s %s", record.pid, action.why)
+                record.reason = record.reason or action.reason
+                record.killed = True
+                self._kill(record.pid, signal.SIGKILL)
+            elif action.reason == MEMORY:
+                self.log.warning("Worker %s %s", record.pid, action.why)
+                record.replace = action.reason
+            else:
+                self.log.info("Worker %s %s", record.pid, action.why)
+                record.replace = action.reason
 
     def maintain(self) -> None:
         """Bring the workers to ``num_workers`` ready ones of the current generation.
