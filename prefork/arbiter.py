@@ -37,9 +37,11 @@ from .app import AppNotFound, load_app, prepare_path
 from .endpoint import EndpointError
 from .heartbeat import BOOTING, BUSY, IDLE, HeartbeatSlot, beat_interval, default_tmp_dir
 from .logs import Logger
+from .metrics import worker_memory
 from .observe import Observer, exit_reason
 from .pidfile import Pidfile, PidfileError, alive
-from .recycling import KILL, Recycler
+from .recycling import KILL, MIB, Recycler
+from .scaling import SCALE_INTERVAL, Load, Scaler, over_budget
 from .settings import Address, Config, ConfigError
 from .sockets import (
     Listener,
@@ -146,6 +148,7 @@ class Arbiter:
         self.listeners: list[Listener] = []
         self.workers: dict[int, WorkerRecord] = {}
         self.num_workers = cfg.workers
+        self.min_workers = cfg.workers  # TTIN/TTOU move it; --workers-max scales above it
         self.worker_age = 0
         self.generation = 1
         self.app: Any = None  # the application, with --preload
@@ -174,6 +177,9 @@ class Arbiter:
         self._wake_r = self._wake_w = -1
         self.observer = Observer(self)  # metrics, control socket, statsd
         self.recycler = Recycler(log)  # --max-worker-lifetime, --max-worker-memory
+        self.scaler = Scaler()  # --workers-max
+        self.next_scale = 0.0
+        self.budget_logged = False
 
     # --- start and the main loop
 
@@ -187,6 +193,7 @@ class Arbiter:
                 self.reap()
                 self.murder()
                 self.recycle()
+                self.scale()
                 self.maintain()
                 self.check_progress()
                 self.ping()
@@ -410,7 +417,8 @@ class Arbiter:
         delay = beat_interval(self.cfg.timeout)
         for deadline in (self.spawn_after, self.boot_check, self.stop_at, self.stop_deadline,
                          self.next_ping, self.observer.next_check(now),
-                         self.recycler.next_check(now)):
+                         self.recycler.next_check(now),
+                         self.next_scale if self.cfg.workers_max else 0.0):
             if deadline > now:
                 delay = min(delay, deadline - now)
         if self.stopping or any(r.aborted_at for r in self.workers.values()):
@@ -469,10 +477,17 @@ class Arbiter:
         self.reload()
 
     def handle_ttin(self) -> None:
-        self.set_num_workers(self.num_workers + 1)
+        self.move_minimum(1)
 
     def handle_ttou(self) -> None:
-        self.set_num_workers(max(1, self.num_workers - 1))
+        self.move_minimum(-1)
+
+    def move_minimum(self, step: int) -> None:
+        """One worker more (or fewer) now, and the same for the minimum that
+        --workers-max scales above."""
+        minimum = max(1, self.min_workers + step)
+        self.set_num_workers(max(1, self.num_workers + step))
+        self.min_workers = minimum
 
     def handle_usr1(self) -> None:
         self.log.reopen_files()
@@ -490,7 +505,10 @@ class Arbiter:
         self.log.info("Stopping all workers; the master keeps running (HUP starts them again)")
         self.set_num_workers(0)
 
-    def set_num_workers(self, count: int) -> None:
+    def set_num_workers(self, count: int, minimum: bool = True) -> None:
+        """Want ``count`` workers; ``minimum``: it is also the new minimum."""
+        if minimum:
+            self.min_workers = count
         if count == self.num_workers:
             return
         old, self.num_workers = self.num_workers, count
@@ -766,6 +784,46 @@ class Arbiter:
             else:
                 self.log.info("Worker %s %s", record.pid, action.why)
                 record.replace = action.reason
+
+    def scale(self) -> None:
+        """--workers-max: a worker more when the pool is saturated, one fewer after
+        --scale-down-after with spare capacity; never while a worker boots."""
+        now = time.monotonic()
+        if not self.cfg.workers_max or now < self.next_scale:
+            return
+        self.next_scale = now + SCALE_INTERVAL
+        current = [r for r in self.workers.values() if r.generation == self.generation
+                   and not (r.retiring or r.killed or r.aborted_at)]
+        if (self.phase != "running" or not self.min_workers or len(current) != self.num_workers
+                or not all(r.ready and not r.replace for r in current)):
+            self.scaler.hold()
+            return
+        load = Load(len(current), sum(_saturated(r.slot) for r in current), self.observer.waiting)
+        step, inputs = self.scaler.decide(now, load, self.num_workers, self.min_workers,
+                                          max(self.cfg.workers_max, self.min_workers),
+                                          self.cfg.scale_down_after)
+        if step > 0 and self._over_memory_budget(current):
+            return
+        if step:
+            self.budget_logged = False
+            count = self.num_workers + step
+            self.log.info("Scaling %s to %d worker%s: %s", "up" if step > 0 else "down",
+                          count, "" if count == 1 else "s", inputs)
+            self.set_num_workers(self.num_workers + step, minimum=False)
+
+    def _over_memory_budget(self, current: list[WorkerRecord]) -> bool:
+        budget = self.cfg.workers_max_memory
+        if not budget:
+            return False
+        total = sum(sample[0] for r in current if (sample := worker_memory(r.pid)) is not None)
+        if not over_budget(total, len(current), budget * MIB):
+            return False
+        if not self.budget_logged:
+            self.budget_logged = True
+            self.log.warning("Not scaling up past %d workers: they use %.1f MiB, and one more "
+                             "would pass --workers-max-memory %d MiB", len(current),
+                             total / MIB, budget)
+        return True
 
     def maintain(self) -> None:
         """Bring the workers to ``num_workers`` ready ones of the current generation.
@@ -1065,6 +1123,11 @@ def replacement_reason(record: WorkerRecord) -> str:
     if record.replace:
         return record.replace
     return MAX_REQUESTS if record.slot.retire_requested() else RELOAD
+
+
+def _saturated(slot: HeartbeatSlot) -> bool:
+    """Every thread of the worker is in a request (for sync: it is busy)."""
+    return slot.busy_threads() >= slot.threads
 
 
 def _id(value: int | None) -> int:

@@ -781,6 +781,27 @@ SETTINGS: list[Setting] = [
        worker, so that workers started together are not all replaced together.""",
        example="--max-requests-jitter 1000", metavar="INT",
        short="Add a random 0 to N to --max-requests for each worker."),
+    _s("workers_max", "Worker processes", ("--workers-max",), nonneg_int, 0,
+       """Let prefork add workers, one at a time, up to this many, when the ones it has
+       are saturated: every worker busy, or connections waiting in the listen queue,
+       for a second in a row. ``-w`` stays the minimum. Workers are taken away again,
+       one at a time and gracefully, after ``--scale-down-after`` seconds with spare
+       capacity. Every decision is logged with its inputs. 0 (the default) keeps the
+       count fixed. See ``docs/workers.md``.""",
+       example="--workers-max 8", metavar="INT",
+       short="Add workers up to this many when all are busy (0: fixed)."),
+    _s("scale_down_after", "Worker processes", ("--scale-down-after",), positive_float, 30.0,
+       """With ``--workers-max``: a worker above the minimum is removed once the pool
+       has had at least two idle workers and no connection waiting for this many
+       seconds in a row.""",
+       example="--scale-down-after 60", metavar="SECONDS",
+       short="Remove an extra worker after this long with spare capacity."),
+    _s("workers_max_memory", "Worker processes", ("--workers-max-memory",), nonneg_int, 0,
+       """With ``--workers-max``: never add a worker when the workers' total memory
+       (PSS) plus one more worker of their average size would pass this many MiB.
+       0: no budget.""",
+       example="--workers-max-memory 4096", metavar="MiB",
+       short="Add no worker that would take their memory past this (MiB)."),
     _s("max_worker_lifetime", "Worker processes", ("--max-worker-lifetime",), nonneg_float, 0.0,
        """A worker that has lived this many seconds is replaced the way ``--max-requests``
        replaces one: its replacement is started and ready first, then the old worker
@@ -1262,6 +1283,9 @@ def build_config(layers: list[Layer], env: Mapping[str, str], app_uri: str = "")
             values[name] = validate_value(setting, value, places[name])
             sources[name] = layer.describe(setting)
     cfg = Config(values, sources, places=places)
+    if values["workers_max"] and values["workers_max"] < values["workers"]:
+        raise ConfigError(f"{cfg.where('workers_max')}: {values['workers_max']} is fewer than "
+                          f"--workers ({values['workers']})")
     soft, hard = values["max_worker_memory"], values["max_worker_memory_hard"]
     if soft and hard and hard <= soft:
         raise ConfigError(f"{cfg.where('max_worker_memory_hard')}: {hard} MiB must be above "
