@@ -52,12 +52,9 @@ from .sockets import (
     tune_listener,
 )
 from .stats import (
-    MAX_REQUESTS,
     MEMORY,
-    RELOAD,
     RELOAD_FAILED,
     RESTART_REASONS,
-    SCALE_DOWN,
     STOP,
     TIMEOUT,
 )
@@ -66,6 +63,7 @@ from .tls import TLSSetupError, build_context
 from .tls import describe as describe_tls
 from .workers import worker_class
 from .workers.base import EXIT_APP_LOAD_ERROR, EXIT_BOOT_ERROR, Worker, run_hook
+from .workerset import WorkerSet
 
 SIGNALS = ("HUP", "QUIT", "INT", "TERM", "TTIN", "TTOU", "USR1", "USR2", "WINCH", "CHLD")
 RETIRE = signal.SIGHUP  # to a worker: finish, then exit when idle
@@ -178,6 +176,7 @@ class Arbiter:
         self.observer = Observer(self)  # metrics, control socket, statsd
         self.recycler = Recycler(log)  # --max-worker-lifetime, --max-worker-memory
         self.scaler = Scaler()  # --workers-max
+        self.workerset = WorkerSet()  # what to spawn and retire
         self.next_scale = 0.0
         self.budget_logged = False
 
@@ -836,24 +835,14 @@ class Arbiter:
             self.stop(graceful=True)
         if self.stopping:
             return
-        live = [r for r in self.workers.values() if not r.retiring and not r.killed and not r.aborted_at]
-        wanted = [r for r in live if r.generation == self.generation
-                  and not r.slot.retire_requested() and not r.replace]
-        stale = sorted((r for r in live if r not in wanted), key=lambda r: r.age)
-        missing = self.num_workers - len(wanted)
-        if missing > 0 and now >= self.spawn_after:
-            for _ in range(min(missing, self.boot_slots(now))):
-                self.spawn_worker()
-                if self.stopping or self.spawn_after > now:
-                    return  # it failed: back off (or stop) before another
-        ready = [r for r in wanted if r.ready]
-        # Retire stale workers as ready replacements take their place.
-        for record in stale[: max(0, len(ready) + len(stale) - self.num_workers)]:
-            self.retire(record, replacement_reason(record))
-        if len(wanted) > self.num_workers:
-            extra = sorted(wanted, key=lambda r: (r.ready, r.age))[: len(wanted) - self.num_workers]
-            for record in extra:
-                self.retire(record, SCALE_DOWN)
+        plan = self.workerset.plan(self.workers.values(), self.num_workers, self.generation, now,
+                                   self.spawn_after, lambda: self.boot_slots(now))
+        for _ in range(plan.spawn):
+            self.spawn_worker()
+            if self.stopping or self.spawn_after > now:
+                return  # it failed: back off (or stop) before another
+        for record, reason in plan.retire:
+            self.retire(record, reason)
 
     def boot_slots(self, now: float) -> int:
         """How many more workers may start loading the application now.
@@ -1116,13 +1105,6 @@ def check_worker_tmp_dir(tmp_dir: str | None) -> None:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         raise StartupError(f"--worker-tmp-dir {where} cannot hold the workers' heartbeat "
                            f"files: {reason}") from None
-
-
-def replacement_reason(record: WorkerRecord) -> str:
-    """Why a worker that is not wanted any more is being replaced."""
-    if record.replace:
-        return record.replace
-    return MAX_REQUESTS if record.slot.retire_requested() else RELOAD
 
 
 def _saturated(slot: HeartbeatSlot) -> bool:
