@@ -133,6 +133,7 @@ class Recycler:
                   now: float) -> list[Action]:
         lifetime = cfg.max_worker_lifetime
         if not lifetime:
+            self._deadlines.clear()  # turned off by a reload: nothing to wake up for
             return []
         records = list(records)
         due = []

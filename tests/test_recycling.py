@@ -188,6 +188,15 @@ def test_lifetime_replaces_one_worker_at_a_time_oldest_first():
     assert action.record.pid == 3
 
 
+def test_lifetime_turned_off_by_a_reload_schedules_nothing():
+    recycler = Recycler(log=None)
+    workers = {1: record(1)}
+    assert recycler.check(cfg(max_worker_lifetime=10.0), workers, 1, 1.0) == []
+    assert recycler.next_check(1.0) == 10.0
+    assert recycler.check(cfg(), workers, 1, 2.0) == []
+    assert recycler.next_check(2.0) == 0.0
+
+
 def test_lifetime_leaves_workers_of_an_old_generation_to_the_reload():
     recycler = Recycler(log=None)
     workers = {1: record(1, generation=1), 2: record(2, generation=2)}
