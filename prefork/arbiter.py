@@ -37,8 +37,11 @@ from .app import AppNotFound, load_app, prepare_path
 from .endpoint import EndpointError
 from .heartbeat import BOOTING, BUSY, IDLE, HeartbeatSlot, beat_interval, default_tmp_dir
 from .logs import Logger
+from .metrics import worker_memory
 from .observe import Observer, exit_reason
 from .pidfile import Pidfile, PidfileError, alive
+from .recycling import KILL, MIB, Recycler
+from .scaling import SCALE_INTERVAL, Load, Scaler, over_budget
 from .settings import Address, Config, ConfigError
 from .sockets import (
     Listener,
@@ -49,11 +52,9 @@ from .sockets import (
     tune_listener,
 )
 from .stats import (
-    MAX_REQUESTS,
-    RELOAD,
+    MEMORY,
     RELOAD_FAILED,
     RESTART_REASONS,
-    SCALE_DOWN,
     STOP,
     TIMEOUT,
 )
@@ -62,6 +63,7 @@ from .tls import TLSSetupError, build_context
 from .tls import describe as describe_tls
 from .workers import worker_class
 from .workers.base import EXIT_APP_LOAD_ERROR, EXIT_BOOT_ERROR, Worker, run_hook
+from .workerset import WorkerSet
 
 SIGNALS = ("HUP", "QUIT", "INT", "TERM", "TTIN", "TTOU", "USR1", "USR2", "WINCH", "CHLD")
 RETIRE = signal.SIGHUP  # to a worker: finish, then exit when idle
@@ -144,6 +146,7 @@ class Arbiter:
         self.listeners: list[Listener] = []
         self.workers: dict[int, WorkerRecord] = {}
         self.num_workers = cfg.workers
+        self.min_workers = cfg.workers  # TTIN/TTOU move it; --workers-max scales above it
         self.worker_age = 0
         self.generation = 1
         self.app: Any = None  # the application, with --preload
@@ -171,6 +174,11 @@ class Arbiter:
         self.sig_queue: collections.deque[int] = collections.deque()
         self._wake_r = self._wake_w = -1
         self.observer = Observer(self)  # metrics, control socket, statsd
+        self.recycler = Recycler(log)  # --max-worker-lifetime, --max-worker-memory
+        self.scaler = Scaler()  # --workers-max
+        self.workerset = WorkerSet()  # what to spawn and retire
+        self.next_scale = 0.0
+        self.budget_logged = False
 
     # --- start and the main loop
 
@@ -183,6 +191,8 @@ class Arbiter:
                 self.handle_signals()
                 self.reap()
                 self.murder()
+                self.recycle()
+                self.scale()
                 self.maintain()
                 self.check_progress()
                 self.ping()
@@ -405,7 +415,9 @@ class Arbiter:
         now = time.monotonic()
         delay = beat_interval(self.cfg.timeout)
         for deadline in (self.spawn_after, self.boot_check, self.stop_at, self.stop_deadline,
-                         self.next_ping, self.observer.next_check(now)):
+                         self.next_ping, self.observer.next_check(now),
+                         self.recycler.next_check(now),
+                         self.next_scale if self.cfg.workers_max else 0.0):
             if deadline > now:
                 delay = min(delay, deadline - now)
         if self.stopping or any(r.aborted_at for r in self.workers.values()):
@@ -464,10 +476,17 @@ class Arbiter:
         self.reload()
 
     def handle_ttin(self) -> None:
-        self.set_num_workers(self.num_workers + 1)
+        self.move_minimum(1)
 
     def handle_ttou(self) -> None:
-        self.set_num_workers(max(1, self.num_workers - 1))
+        self.move_minimum(-1)
+
+    def move_minimum(self, step: int) -> None:
+        """One worker more (or fewer) now, and the same for the minimum that
+        --workers-max scales above."""
+        minimum = max(1, self.min_workers + step)
+        self.set_num_workers(max(1, self.num_workers + step))
+        self.min_workers = minimum
 
     def handle_usr1(self) -> None:
         self.log.reopen_files()
@@ -485,7 +504,10 @@ class Arbiter:
         self.log.info("Stopping all workers; the master keeps running (HUP starts them again)")
         self.set_num_workers(0)
 
-    def set_num_workers(self, count: int) -> None:
+    def set_num_workers(self, count: int, minimum: bool = True) -> None:
+        """Want ``count`` workers; ``minimum``: it is also the new minimum."""
+        if minimum:
+            self.min_workers = count
         if count == self.num_workers:
             return
         old, self.num_workers = self.num_workers, count
@@ -743,6 +765,65 @@ class Arbiter:
         self.log.critical("WORKER TIMEOUT (pid:%s) no heartbeat for %.1f s, %s; sending SIGABRT",
                           record.pid, stale, doing)
 
+    def recycle(self) -> None:
+        """Replace workers past their lifetime or memory limit (gracefully, as
+        --max-requests does); kill those past the hard memory limit."""
+        if self.stopping:
+            return
+        for action in self.recycler.check(self.cfg, self.workers, self.generation, time.monotonic()):
+            record = action.record
+            if action.kind == KILL:
+                self.log.error("Worker %s %s", record.pid, action.why)
+                record.reason = record.reason or action.reason
+                record.killed = True
+                self._kill(record.pid, signal.SIGKILL)
+            elif action.reason == MEMORY:
+                self.log.warning("Worker %s %s", record.pid, action.why)
+                record.replace = action.reason
+            else:
+                self.log.info("Worker %s %s", record.pid, action.why)
+                record.replace = action.reason
+
+    def scale(self) -> None:
+        """--workers-max: a worker more when the pool is saturated, one fewer after
+        --scale-down-after with spare capacity; never while a worker boots."""
+        now = time.monotonic()
+        if not self.cfg.workers_max or now < self.next_scale:
+            return
+        self.next_scale = now + SCALE_INTERVAL
+        current = [r for r in self.workers.values() if r.generation == self.generation
+                   and not (r.retiring or r.killed or r.aborted_at)]
+        if (self.phase != "running" or not self.min_workers or len(current) != self.num_workers
+                or not all(r.ready and not r.replace for r in current)):
+            self.scaler.hold()
+            return
+        load = Load(len(current), sum(_saturated(r.slot) for r in current), self.observer.waiting)
+        step, inputs = self.scaler.decide(now, load, self.num_workers, self.min_workers,
+                                          max(self.cfg.workers_max, self.min_workers),
+                                          self.cfg.scale_down_after)
+        if step > 0 and self._over_memory_budget(current):
+            return
+        if step:
+            self.budget_logged = False
+            count = self.num_workers + step
+            self.log.info("Scaling %s to %d worker%s: %s", "up" if step > 0 else "down",
+                          count, "" if count == 1 else "s", inputs)
+            self.set_num_workers(self.num_workers + step, minimum=False)
+
+    def _over_memory_budget(self, current: list[WorkerRecord]) -> bool:
+        budget = self.cfg.workers_max_memory
+        if not budget:
+            return False
+        total = sum(sample[0] for r in current if (sample := worker_memory(r.pid)) is not None)
+        if not over_budget(total, len(current), budget * MIB):
+            return False
+        if not self.budget_logged:
+            self.budget_logged = True
+            self.log.warning("Not scaling up past %d workers: they use %.1f MiB, and one more "
+                             "would pass --workers-max-memory %d MiB", len(current),
+                             total / MIB, budget)
+        return True
+
     def maintain(self) -> None:
         """Bring the workers to ``num_workers`` ready ones of the current generation.
 
@@ -754,24 +835,14 @@ class Arbiter:
             self.stop(graceful=True)
         if self.stopping:
             return
-        live = [r for r in self.workers.values() if not r.retiring and not r.killed and not r.aborted_at]
-        wanted = [r for r in live if r.generation == self.generation
-                  and not r.slot.retire_requested() and not r.replace]
-        stale = sorted((r for r in live if r not in wanted), key=lambda r: r.age)
-        missing = self.num_workers - len(wanted)
-        if missing > 0 and now >= self.spawn_after:
-            for _ in range(min(missing, self.boot_slots(now))):
-                self.spawn_worker()
-                if self.stopping or self.spawn_after > now:
-                    return  # it failed: back off (or stop) before another
-        ready = [r for r in wanted if r.ready]
-        # Retire stale workers as ready replacements take their place.
-        for record in stale[: max(0, len(ready) + len(stale) - self.num_workers)]:
-            self.retire(record, replacement_reason(record))
-        if len(wanted) > self.num_workers:
-            extra = sorted(wanted, key=lambda r: (r.ready, r.age))[: len(wanted) - self.num_workers]
-            for record in extra:
-                self.retire(record, SCALE_DOWN)
+        plan = self.workerset.plan(self.workers.values(), self.num_workers, self.generation, now,
+                                   self.spawn_after, lambda: self.boot_slots(now))
+        for _ in range(plan.spawn):
+            self.spawn_worker()
+            if self.stopping or self.spawn_after > now:
+                return  # it failed: back off (or stop) before another
+        for record, reason in plan.retire:
+            self.retire(record, reason)
 
     def boot_slots(self, now: float) -> int:
         """How many more workers may start loading the application now.
@@ -1036,11 +1107,9 @@ def check_worker_tmp_dir(tmp_dir: str | None) -> None:
                            f"files: {reason}") from None
 
 
-def replacement_reason(record: WorkerRecord) -> str:
-    """Why a worker that is not wanted any more is being replaced."""
-    if record.replace:
-        return record.replace
-    return MAX_REQUESTS if record.slot.retire_requested() else RELOAD
+def _saturated(slot: HeartbeatSlot) -> bool:
+    """Every thread of the worker is in a request (for sync: it is busy)."""
+    return slot.busy_threads() >= slot.threads
 
 
 def _id(value: int | None) -> int:

@@ -297,6 +297,16 @@ class MemoryReader:
         return pss
 
 
+def worker_memory(pid: int) -> tuple[int, str] | None:
+    """A process's memory in bytes and what was measured: its PSS, or its RSS
+    where smaps_rollup is missing (Linux before 4.14); None when it is gone."""
+    pss = _pss(pid)
+    if pss is not None:
+        return pss, "PSS"
+    rss = _rss(pid)
+    return None if rss is None else (rss, "RSS")
+
+
 def _rss(pid: int) -> int | None:
     try:
         with open(f"/proc/{pid}/statm") as f:

@@ -78,6 +78,7 @@ class Observer:
         self._worker_sockets: dict[int, set[int]] = {}  # pid -> socket inodes (--reuse-port)
         self._queue_warned: dict[tuple[str, int], float] = {}
         self._next_tick = 0.0
+        self.waiting = 0  # connections in the listen queues at the last tick
         self._workers_sent = -1
         self._killed_requests: dict[int, list[Any]] = {}  # pid -> requests when the timeout hit
 
@@ -231,6 +232,7 @@ class Observer:
             return
         self._next_tick = now + TICK
         listeners = self.listener_views()
+        self.waiting = sum(v.queue.length for v in listeners if v.queue is not None)
         self._warn_full(listeners, now)
         if self.statsd is not None:
             self._send_gauges(listeners)

@@ -783,6 +783,63 @@ SETTINGS: list[Setting] = [
        worker, so that workers started together are not all replaced together.""",
        example="--max-requests-jitter 1000", metavar="INT",
        short="Add a random 0 to N to --max-requests for each worker."),
+    _s("workers_max", "Worker processes", ("--workers-max",), nonneg_int, 0,
+       """Let prefork add workers, one at a time, up to this many, when the ones it has
+       are saturated: every worker busy, or connections waiting in the listen queue,
+       for a second in a row. ``-w`` stays the minimum. Workers are taken away again,
+       one at a time and gracefully, after ``--scale-down-after`` seconds with spare
+       capacity. Every decision is logged with its inputs. 0 (the default) keeps the
+       count fixed. See ``docs/workers.md``.""",
+       example="--workers-max 8", metavar="INT",
+       short="Add workers up to this many when all are busy (0: fixed)."),
+    _s("scale_down_after", "Worker processes", ("--scale-down-after",), positive_float, 30.0,
+       """With ``--workers-max``: a worker above the minimum is removed once the pool
+       has had at least two idle workers and no connection waiting for this many
+       seconds in a row.""",
+       example="--scale-down-after 60", metavar="SECONDS",
+       short="Remove an extra worker after this long with spare capacity."),
+    _s("workers_max_memory", "Worker processes", ("--workers-max-memory",), nonneg_int, 0,
+       """With ``--workers-max``: never add a worker when the workers' total memory
+       (PSS) plus one more worker of their average size would pass this many MiB.
+       0: no budget.""",
+       example="--workers-max-memory 4096", metavar="MiB",
+       short="Add no worker that would take their memory past this (MiB)."),
+    _s("max_worker_lifetime", "Worker processes", ("--max-worker-lifetime",), nonneg_float, 0.0,
+       """A worker that has lived this many seconds is replaced the way ``--max-requests``
+       replaces one: its replacement is started and ready first, then the old worker
+       announces ``Connection: close`` and exits once idle, so no client sees a reset.
+       Workers past their lifetime are replaced one at a time. Use it for leaks that grow
+       with time rather than with requests, or to spread a slow drift (caches, sockets
+       to a database that moved). 0 disables it. See ``docs/recycling.md``.""",
+       example="--max-worker-lifetime 3600", metavar="SECONDS",
+       short="Replace a worker after it has lived this long (0: never)."),
+    _s("max_worker_lifetime_jitter", "Worker processes", ("--max-worker-lifetime-jitter",),
+       nonneg_float, 0.0,
+       """A random number of seconds between 0 and this is added to
+       ``--max-worker-lifetime`` for each worker, so that workers started together are not
+       all replaced together.""",
+       example="--max-worker-lifetime-jitter 300", metavar="SECONDS",
+       short="Add a random 0 to N seconds to each worker's lifetime."),
+    _s("max_worker_memory", "Worker processes", ("--max-worker-memory",), nonneg_int, 0,
+       """A worker whose memory stays above this many MiB is replaced gracefully: the
+       master reads each worker's proportional set size (PSS, from
+       ``/proc/PID/smaps_rollup``; the resident set size where that file is missing)
+       once a second, and after 3 samples in a row above the limit starts a
+       replacement, then retires the worker once the replacement is ready. The worker
+       finishes its current request and announces ``Connection: close``. Each
+       replacement is logged with the worker, its memory and the limit. Linux only
+       (elsewhere it is ignored, with a warning). 0 disables it. See
+       ``docs/recycling.md``.""",
+       example="--max-worker-memory 512", metavar="MiB",
+       short="Replace a worker whose memory stays above this many MiB."),
+    _s("max_worker_memory_hard", "Worker processes", ("--max-worker-memory-hard",), nonneg_int, 0,
+       """A worker whose memory is above this many MiB at any sample is killed with
+       ``SIGKILL`` at once (after a log line), whatever it is doing: the backstop for a
+       worker that keeps growing while it waits for its replacement or finishes its
+       graceful exit. Requests in progress in that worker fail. Set it well above
+       ``--max-worker-memory``, which it must exceed. 0 disables it.""",
+       example="--max-worker-memory-hard 1024", metavar="MiB",
+       short="Kill a worker whose memory passes this many MiB."),
     _s("preload_app", "Server mechanics", ("--preload",), boolean, False,
        """Import the application in the master before forking the workers. The workers
        share its memory copy-on-write (the master calls ``gc.freeze()`` first so the
@@ -1228,6 +1285,13 @@ def build_config(layers: list[Layer], env: Mapping[str, str], app_uri: str = "")
             values[name] = validate_value(setting, value, places[name])
             sources[name] = layer.describe(setting)
     cfg = Config(values, sources, places=places)
+    if values["workers_max"] and values["workers_max"] < values["workers"]:
+        raise ConfigError(f"{cfg.where('workers_max')}: {values['workers_max']} is fewer than "
+                          f"--workers ({values['workers']})")
+    soft, hard = values["max_worker_memory"], values["max_worker_memory_hard"]
+    if soft and hard and hard <= soft:
+        raise ConfigError(f"{cfg.where('max_worker_memory_hard')}: {hard} MiB must be above "
+                          f"--max-worker-memory ({soft} MiB)")
     if values["threads"] > 1 and values["worker_class"] == "sync":
         # As in Gunicorn: sync workers with threads are the threaded worker.
         if sources["worker_class"] != "default":

@@ -60,9 +60,11 @@ _KIND_MASK = 0xF << 20
 CRASH = "crash"
 TIMEOUT = "timeout"
 MAX_REQUESTS = "max_requests"
+LIFETIME = "lifetime"
+MEMORY = "memory"
 RELOAD = "reload"
 SIGNAL = "signal"
-RESTART_REASONS = (CRASH, TIMEOUT, MAX_REQUESTS, RELOAD, SIGNAL)
+RESTART_REASONS = (CRASH, TIMEOUT, MAX_REQUESTS, LIFETIME, MEMORY, RELOAD, SIGNAL)
 # Exits that are not replacements: fewer workers wanted, the server stopping,
 # a new generation abandoned because its application would not load.
 SCALE_DOWN = "scale_down"

@@ -268,8 +268,12 @@ class GThreadWorker(ConnectionServer):
             pass  # the pipe is full: the main thread is awake anyway
 
     def _may_keep(self) -> bool:
-        """Asked as each response head is written: a retiring worker says close."""
-        return self.alive
+        """Asked as each response head is written. A retiring worker says close;
+        so does a worker whose kept connections are waiting for a thread: its
+        clients then reconnect through the shared listen queue, where another
+        worker (or a new one, with --workers-max) can serve them, instead of
+        queueing inside this one."""
+        return self.alive and not self.ready
 
     # --- stopping
 
