@@ -73,6 +73,21 @@ def signature(path: str) -> Signature:
     return (st.st_mtime_ns, st.st_size, st.st_ino)
 
 
+def parse_report_line(line: str) -> tuple[str, Signature] | None:
+    """A worker's ``MTIME_NS SIZE INODE PATH`` (``- - - PATH`` for a missing
+    file); None for a line that is neither."""
+    fields = line.split(" ", 3)
+    if len(fields) != 4 or not fields[3]:
+        return None
+    mtime, size, inode, path = fields
+    if mtime == "-":
+        return path, None
+    try:
+        return path, (int(mtime), int(size), int(inode))
+    except ValueError:
+        return None
+
+
 class Reloader:
     """What the master watches for --reload; inert when it is off."""
 
@@ -102,7 +117,7 @@ class Reloader:
         if self.engine == "inotify":
             self._watcher = Watcher()
             self._watcher.start()
-        self._add(self.extra)
+        self._add({path: signature(path) for path in self.extra})
         self.log.info("Reload: watching the application's source files for changes (%s)",
                       self.engine)
 
@@ -138,14 +153,16 @@ class Reloader:
         changed, self.changed = self.changed, []
         return changed
 
-    def _add(self, paths: list[str]) -> None:
-        new = [p for p in paths if p not in self.files]
+    def _add(self, seen: dict[str, Signature]) -> None:
+        """Watch these files too, as they were when ``seen``: a change since is one."""
+        new = {path: sig for path, sig in seen.items() if path not in self.files}
         if not new:
             return
-        for path in new:
-            self.files[path] = signature(path)
+        self.files.update(new)
         if self._watcher is not None:
             self._watcher.watch(self.files)
+            self.changed += [p for p, sig in new.items() if signature(p) != sig
+                             and p not in self.changed]
 
     def _read_reports(self) -> None:
         try:
@@ -159,7 +176,7 @@ class Reloader:
                 os.unlink(path)
             except OSError:
                 continue
-            self._add([line for line in listed if line])
+            self._add(dict(filter(None, map(parse_report_line, listed))))
 
     def _poll(self, now: float) -> None:
         if not self._position:

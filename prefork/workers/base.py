@@ -290,7 +290,7 @@ class Worker:
         partial = f"{self.app_files_report}.part"
         try:
             with open(partial, "w", encoding="utf-8", errors="surrogateescape") as f:
-                f.write("".join(f"{path}\n" for path in application_files(before, exc)))
+                f.write("".join(f"{_stat_line(path)}\n" for path in application_files(before, exc)))
             os.replace(partial, self.app_files_report)
         except OSError as err:
             self.log.warning("--reload: cannot list the application's files in %s: %s",
@@ -413,6 +413,16 @@ class Worker:
                           self.pid, self.requests, self.cfg.max_requests)
             self.slot.ask_to_retire(self.requests)
             self._wake_master()
+
+
+def _stat_line(path: str) -> str:
+    """``MTIME_NS SIZE INODE PATH`` as the worker saw the file, so that the master
+    notices a change made between this import and its first look."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return f"- - - {path}"
+    return f"{st.st_mtime_ns} {st.st_size} {st.st_ino} {path}"
 
 
 def answered_with(resp: Any, error: Any) -> None:
