@@ -200,12 +200,24 @@ def failure_location(exc: BaseException) -> str:
     return ""
 
 
-_LIBRARY_DIRS = tuple({os.path.join(sysconfig.get_paths()[key], "") for key in ("stdlib", "platstdlib")}
-                      | {os.path.join(os.path.dirname(os.path.abspath(__file__)), "")})
+def _dirs(*keys: str) -> tuple[str, ...]:
+    return tuple({os.path.join(sysconfig.get_paths()[key], "") for key in keys})
+
+
+# Python's own library and prefork, but not the installed packages, which
+# may lie inside the former (a Python without a virtualenv).
+_LIBRARY_DIRS = (*_dirs("stdlib", "platstdlib"),
+                 os.path.join(os.path.dirname(os.path.abspath(__file__)), ""))
+_PACKAGE_DIRS = _dirs("purelib", "platlib")
 
 
 def _is_application_file(path: str) -> bool:
-    return not path.startswith("<") and not os.path.abspath(path).startswith(_LIBRARY_DIRS)
+    if path.startswith("<"):
+        return False
+    path = os.path.abspath(path)
+    if path.startswith(_LIBRARY_DIRS[-1]):
+        return False
+    return path.startswith(_PACKAGE_DIRS) or not path.startswith(_LIBRARY_DIRS)
 
 
 def application_files(before: set[str], exc: BaseException | None = None) -> list[str]:

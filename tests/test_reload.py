@@ -10,7 +10,9 @@ import pytest
 import requests
 from conftest import wait_until
 from test_config import run_prefork
+from test_signals import ClientLoop
 
+from prefork.app import application_files, failure_location
 from prefork.settings import watchfiles_installed
 
 ENGINES = ["poll", pytest.param("inotify", marks=pytest.mark.skipif(
@@ -54,11 +56,13 @@ def reloading(request, prefork_server, tmp_path):
 
 def test_an_edit_is_served_within_two_seconds(reloading, tmp_path):
     server = reloading("one")
-    (tmp_path / "helper.py").write_text("TEXT = 'two'\n")
-    saved = time.monotonic()
-    assert wait_until(lambda: body(server) == "two", SAVE_TO_SERVE), server.log_text()
-    assert time.monotonic() - saved <= SAVE_TO_SERVE + 0.1
-    server.wait_for_log(r"Reload complete: 2 worker\(s\) of generation 2")
+    with ClientLoop(server.url) as loop:
+        (tmp_path / "helper.py").write_text("TEXT = 'two'\n")
+        saved = time.monotonic()
+        assert wait_until(lambda: body(server) == "two", SAVE_TO_SERVE), server.log_text()
+        assert time.monotonic() - saved <= SAVE_TO_SERVE + 0.1
+        server.wait_for_log(r"Reload complete: 2 worker\(s\) of generation 2")
+    assert loop.failures == []  # a browser refreshing meanwhile is served
     assert serves_only(server, "two")
     assert "helper.py changed" in server.log_text()
 
@@ -150,3 +154,27 @@ def test_reload_settings_without_reload_are_a_warning(tmp_path):
     proc = run_prefork("--reload-extra-file", "x.txt", "--print-config", "app:app", cwd=tmp_path)
     assert proc.returncode == 0
     assert "prefork: warning: --reload-extra-file has no effect without --reload" in proc.stderr
+
+
+def test_the_files_listed_are_the_applications_own(tmp_path, monkeypatch):
+    package = tmp_path / "listed_pkg"
+    package.mkdir()
+    (package / "__init__.py").write_text("import json, email.message\nfrom . import part\n")
+    (package / "part.py").write_text("X = 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    before = set(__import__("sys").modules)
+    __import__("listed_pkg")
+    assert application_files(before) == [str(package / "__init__.py"), str(package / "part.py")]
+
+
+def test_a_failed_import_lists_and_locates_the_broken_file(tmp_path, monkeypatch):
+    (tmp_path / "broken_top.py").write_text("import broken_below\n")
+    (tmp_path / "broken_below.py").write_text("x = 1\ny = (\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    before = set(__import__("sys").modules)
+    with pytest.raises(SyntaxError) as info:
+        __import__("broken_top")
+    assert failure_location(info.value) == f"{tmp_path / 'broken_below.py'}:2"
+    # (the worker's callers are prefork's own files; here this test file calls)
+    listed = set(application_files(before, info.value)) - {os.path.abspath(__file__)}
+    assert listed == {str(tmp_path / "broken_below.py"), str(tmp_path / "broken_top.py")}
