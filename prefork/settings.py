@@ -828,7 +828,8 @@ SETTINGS: list[Setting] = [
     _s("reload_extra_files", "Server mechanics", ("--reload-extra-file",), string_list,
        lambda env: [],
        """With ``--reload``, also restart the workers when this file changes: a template,
-       a data or settings file the application reads at start. Repeatable. A file that
+       a data or settings file the application reads at start. Repeatable. A relative
+       path is taken from the directory prefork starts in (not ``--chdir``). A file that
        does not exist yet is watched for its creation (by ``poll``; ``inotify`` needs
        its directory to exist).""",
        example="--reload-extra-file templates/index.html", metavar="FILE", multiple=True,
