@@ -178,3 +178,37 @@ def test_a_failed_import_lists_and_locates_the_broken_file(tmp_path, monkeypatch
     # (the worker's callers are prefork's own files; here this test file calls)
     listed = set(application_files(before, info.value)) - {os.path.abspath(__file__)}
     assert listed == {str(tmp_path / "broken_below.py"), str(tmp_path / "broken_top.py")}
+
+
+def test_reload_works_in_a_daemon(tmp_path):
+    """--daemon is allowed with --reload: the watcher starts after detaching."""
+    import signal
+    import socket
+    import subprocess
+    import sys
+
+    from conftest import alive
+
+    write_app(tmp_path, "one")
+    pidfile, errors = tmp_path / "d.pid", tmp_path / "error.log"
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.run(
+        [sys.executable, "-m", "prefork", "--daemon", "--reload", "--reload-engine", "poll",
+         "--pid", str(pidfile), "-b", f"127.0.0.1:{port}", "--error-logfile", str(errors),
+         "app:app"], cwd=tmp_path, env=ENV, timeout=20, capture_output=True)
+    assert proc.returncode == 0, proc.stderr
+    pid = int(pidfile.read_text())
+    url = f"http://127.0.0.1:{port}"
+    try:
+        assert requests.get(url, timeout=5).text == "one"
+        (tmp_path / "helper.py").write_text("TEXT = 'two'\n")
+        assert wait_until(lambda: requests.get(url, timeout=5).text == "two", SAVE_TO_SERVE), \
+            errors.read_text()
+    finally:
+        os.kill(pid, signal.SIGTERM)
+        if not wait_until(lambda: not alive(pid), 10):
+            os.kill(pid, signal.SIGKILL)
+    assert wait_until(lambda: not alive(pid), 10)
+    assert "helper.py changed" in errors.read_text()
