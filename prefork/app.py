@@ -15,6 +15,7 @@ import importlib
 import inspect
 import os
 import sys
+import sysconfig
 import traceback
 from collections.abc import Callable
 from typing import Any
@@ -181,4 +182,57 @@ def describe_failure(uri: str, exc: BaseException) -> str:
     else:
         what = "an exception was raised while importing it"
     text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-    return f"cannot load the application {uri!r}: {what}\n{text.rstrip()}"
+    where = failure_location(exc)
+    summary = f"{where}: " if where else ""
+    summary += "".join(traceback.format_exception_only(type(exc), exc)).splitlines()[-1]
+    return f"cannot load the application {uri!r}: {what}: {summary}\n{text.rstrip()}"
+
+
+def failure_location(exc: BaseException) -> str:
+    """``FILE:LINE`` of the application's code that failed: where a syntax error
+    is, else the innermost frame outside Python's own library and prefork."""
+    if isinstance(exc, SyntaxError) and exc.filename and exc.lineno:
+        return f"{exc.filename}:{exc.lineno}"
+    frames = traceback.extract_tb(exc.__traceback__)
+    for frame in reversed(frames):
+        if _is_application_file(frame.filename):
+            return f"{frame.filename}:{frame.lineno}"
+    return ""
+
+
+def _dirs(*keys: str) -> tuple[str, ...]:
+    return tuple({os.path.join(sysconfig.get_paths()[key], "") for key in keys})
+
+
+# Python's own library and prefork, but not the installed packages, which
+# may lie inside the former (a Python without a virtualenv).
+_LIBRARY_DIRS = (*_dirs("stdlib", "platstdlib"),
+                 os.path.join(os.path.dirname(os.path.abspath(__file__)), ""))
+_PACKAGE_DIRS = _dirs("purelib", "platlib")
+
+
+def _is_application_file(path: str) -> bool:
+    if path.startswith("<"):
+        return False
+    path = os.path.abspath(path)
+    if path.startswith(_LIBRARY_DIRS[-1]):
+        return False
+    return path.startswith(_PACKAGE_DIRS) or not path.startswith(_LIBRARY_DIRS)
+
+
+def application_files(before: set[str], exc: BaseException | None = None) -> list[str]:
+    """The source files of the modules imported since ``before`` (names in
+    ``sys.modules``), outside Python's own library: what ``--reload`` watches.
+    After a failed import, the files of the failure (a module with a syntax
+    error is in no ``sys.modules``) are added, so fixing them is noticed too."""
+    files = set()
+    for name, module in list(sys.modules.items()):
+        path = getattr(module, "__file__", None) if name not in before else None
+        if isinstance(path, str) and path.endswith(".py"):
+            files.add(os.path.abspath(path))
+    if exc is not None:
+        if isinstance(exc, SyntaxError) and exc.filename:
+            files.add(os.path.abspath(exc.filename))
+        files.update(os.path.abspath(f.filename)
+                     for f in traceback.extract_tb(exc.__traceback__) if not f.filename.startswith("<"))
+    return sorted(f for f in files if _is_application_file(f))

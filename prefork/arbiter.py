@@ -41,6 +41,7 @@ from .metrics import worker_memory
 from .observe import Observer, exit_reason
 from .pidfile import Pidfile, PidfileError, alive
 from .recycling import KILL, MIB, Recycler
+from .reloader import Reloader
 from .scaling import SCALE_INTERVAL, Load, Scaler, over_budget
 from .settings import Address, Config, ConfigError
 from .sockets import (
@@ -179,6 +180,7 @@ class Arbiter:
         self.workerset = WorkerSet()  # what to spawn and retire
         self.next_scale = 0.0
         self.budget_logged = False
+        self.reloader = Reloader(cfg, log)  # --reload
 
     # --- start and the main loop
 
@@ -197,6 +199,7 @@ class Arbiter:
                 self.check_progress()
                 self.ping()
                 self.observer.tick(time.monotonic())
+                self.reload_on_change()
         except StartupError as exc:
             self.log.error("%s", exc)
             self.exit_code = 1
@@ -237,6 +240,7 @@ class Arbiter:
                 raise StartupError(str(exc)) from None
         if self.cfg.preload_app:
             self._preload()
+        self.reloader.start()
         self.log.info("Using worker: %s", self.cfg.worker_class)
         self.hook("nworkers_changed", self, self.num_workers, None)
         self.maintain()
@@ -404,7 +408,7 @@ class Arbiter:
         """Sleep until a signal arrives or the next check is due, serving the
         metrics and control endpoints meanwhile (without blocking on them)."""
         if not self.sig_queue:
-            self.observer.wait([self._wake_r], self._next_check())
+            self.observer.wait([self._wake_r, *self.reloader.fds()], self._next_check())
         try:
             while os.read(self._wake_r, 4096):
                 pass
@@ -417,7 +421,8 @@ class Arbiter:
         for deadline in (self.spawn_after, self.boot_check, self.stop_at, self.stop_deadline,
                          self.next_ping, self.observer.next_check(now),
                          self.recycler.next_check(now),
-                         self.next_scale if self.cfg.workers_max else 0.0):
+                         self.next_scale if self.cfg.workers_max else 0.0,
+                         self.reloader.next_check(now)):
             if deadline > now:
                 delay = min(delay, deadline - now)
         if self.stopping or any(r.aborted_at for r in self.workers.values()):
@@ -577,6 +582,15 @@ class Arbiter:
             self.log.info("Reload complete: %d worker(s) of generation %d", self.num_workers,
                           self.generation)
         self.notifier.notify("READY=1", self._status_line())
+
+    def reload_on_change(self) -> None:
+        """--reload: a new generation once the server is up and a watched file changed."""
+        self.reloader.step(time.monotonic())
+        if self.healthy and not self.shutting_down and self.reloader.changed:
+            changed = self.reloader.take_changes()
+            more = f" and {len(changed) - 1} more" if len(changed) > 1 else ""
+            self.log.info("Reload: %s changed%s", changed[0], more)
+            self.reload()
 
     # --- binary upgrade (USR2)
 
@@ -915,6 +929,7 @@ class Arbiter:
             self.cfg, self.listeners, slot, self.log, self.worker_age, self.pid, app=self.app)
         worker.ssl_context = self.ssl_context
         worker.statsd = self.observer.statsd
+        worker.app_files_report = self.reloader.report_path(self.worker_age)
         self.hook("pre_fork", self, worker)
         # Signals sent to the new worker before it has its own handlers must not
         # reach the master's: they stay pending until the worker unblocks them.
@@ -956,6 +971,7 @@ class Arbiter:
         self.workers.clear()
         self.notifier.close()
         self.observer.close_in_child()
+        self.reloader.close_in_child()
 
     def check_progress(self) -> None:
         """Notice workers that became ready, and the end of a start or reload."""
@@ -1082,6 +1098,7 @@ class Arbiter:
                 record.slot.close()
         close_listeners(self.listeners, unlink=self._may_unlink())
         self.observer.close()
+        self.reloader.close()
         if self.exit_code == 0:
             self.log.info("Shutting down: master")
         self.hook("on_exit", self)

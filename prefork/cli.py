@@ -24,6 +24,7 @@ from click.core import ParameterSource
 
 from . import __version__
 from .compat import FLAG, GUNICORN_FLAGS, GUNICORN_SETTINGS, VALUE, IgnoredSetting, harmless
+from .reloader import check_settings as check_reload_settings
 from .settings import (
     BY_CONFIG_NAME,
     COMMAND_LINE,
@@ -345,6 +346,7 @@ class Invocation:
         cfg = build_config(layers, env)
         check_worker_settings(cfg)
         check_tls_settings(cfg)
+        check_reload_settings(cfg)
         warnings = file_warnings + self.warnings
         cfg.warnings = cfg.warnings + [w for w in warnings if not harmless(w, cfg)]
         cfg.notes = [w for w in warnings if harmless(w, cfg)]

@@ -36,8 +36,10 @@ GUNICORN_SETTINGS: dict[str, GunicornSetting] = {g.name: g for g in [
        "user could have written."),
     _g("wsgi_app"),
     # debugging
-    _g("reload", "--reload", FLAG),
-    _g("reload_engine", "--reload-engine"),
+    _g("reload", "--reload", FLAG, note="The master watches the files and reloads as HUP does: "
+       "new code that fails to import keeps the old workers serving. Refused with --preload."),
+    _g("reload_engine", "--reload-engine",
+       note="inotify uses the watchfiles package (prefork[reload]), not inotify."),
     _g("reload_extra_files", "--reload-extra-file"),
     _g("spew", "--spew", FLAG, note="Use a debugger or py-spy instead."),
     _g("check_config", "--check-config", FLAG),

@@ -130,6 +130,25 @@ def http_parser(value: Any) -> str:
     return name
 
 
+RELOAD_ENGINES = ("auto", "poll", "inotify")
+
+
+def reload_engine(value: Any) -> str:
+    """``auto``, ``poll`` or ``inotify``; the last only if watchfiles imports."""
+    name = choice(*RELOAD_ENGINES)(value)
+    if name == "inotify" and not watchfiles_installed():
+        raise ValueError("inotify needs the watchfiles package: pip install 'prefork[reload]'")
+    return name
+
+
+def watchfiles_installed() -> bool:
+    try:
+        import watchfiles  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def _version_tuple(version: str) -> tuple[int, ...]:
     parts = []
     for part in version.split(".")[:3]:
@@ -847,6 +866,34 @@ SETTINGS: list[Setting] = [
        load new application code: use ``USR2`` to upgrade.""",
        example="--preload", is_flag=True,
        short="Import the application in the master, before forking."),
+    _s("reload", "Server mechanics", ("--reload",), boolean, False,
+       """For development: restart the workers when the application's code changes.
+       The master watches the source files of the modules the workers imported while
+       loading the application, and the ``--reload-extra-file`` files; within about a
+       second of a save it starts a new generation of workers, as ``HUP`` does, and
+       retires the old ones once the new ones are ready. New code that fails to import
+       (a syntax error, a missing module) is logged once with its file and line, and
+       the old workers keep serving until the file is fixed. Cannot be combined with
+       ``--preload``. See ``docs/workers.md``.""",
+       example="--reload", is_flag=True,
+       short="Restart the workers when the application's code changes."),
+    _s("reload_engine", "Server mechanics", ("--reload-engine",), reload_engine, "auto",
+       """How ``--reload`` notices changes. ``inotify`` is told by the kernel, through the
+       optional ``watchfiles`` package (``pip install 'prefork[reload]'``); ``poll``
+       looks at each watched file's modification time twice a second; ``auto`` (the
+       default) uses ``inotify`` when ``watchfiles`` is installed, else ``poll``.""",
+       example="--reload-engine poll", metavar="auto|poll|inotify",
+       short="How --reload notices changes: auto, poll or inotify."),
+    _s("reload_extra_files", "Server mechanics", ("--reload-extra-file",), string_list,
+       lambda env: [],
+       """With ``--reload``, also restart the workers when this file changes: a template,
+       a data or settings file the application reads at start. Repeatable. A relative
+       path is taken from the directory prefork starts in (not ``--chdir``). A file that
+       does not exist yet is watched for its creation (by ``poll``; ``inotify`` needs
+       its directory to exist).""",
+       example="--reload-extra-file templates/index.html", metavar="FILE", multiple=True,
+       default_doc="none",
+       short="With --reload, also watch this file; repeatable."),
     _s("shutdown_delay", "Worker processes", ("--shutdown-delay",), nonneg_float, 0.0,
        """On ``TERM``, keep serving normally for this many seconds before the graceful
        stop begins: the time a load balancer or a Kubernetes endpoint controller needs

@@ -310,7 +310,8 @@ def test_a_raising_factory_says_it_raised_when_called(tmp_path):
     assert proc.returncode == 1
     first = proc.stderr.splitlines()[0]
     assert first == ("prefork: error: cannot load the application \"factory:create_app('prod')\": "
-                     "the factory 'factory.create_app' raised an exception when called")
+                     "the factory 'factory.create_app' raised an exception when called: "
+                     f"{tmp_path / 'factory.py'}:2: RuntimeError: no database for prod")
     assert "RuntimeError: no database for prod" in proc.stderr and "importing" not in proc.stderr
     proc = run_prefork("-b", "127.0.0.1:0", "factory:create_app('prod')", cwd=tmp_path)
     assert proc.returncode == 1

@@ -30,7 +30,7 @@ from types import FrameType
 from typing import Any, NoReturn
 
 from .. import SERVER_SOFTWARE
-from ..app import describe_failure, load_app, prepare_path
+from ..app import application_files, describe_failure, load_app, prepare_path
 from ..heartbeat import IDLE, STOPPING, HeartbeatSlot, beat_interval
 from ..http import head_parser
 from ..http.request import Limits
@@ -117,6 +117,8 @@ class Worker:
         self.app_exit = False  # the application called sys.exit() in a request
         self.slow_clients = SlowClients(log)
         self.statsd: StatsdClient | None = None  # set by the master with --statsd-host
+        # --reload: where to list the application's source files for the master
+        self.app_files_report: str | None = None
         self.instruments: Instruments | None = None  # made after the fork (init_process)
 
     # --- life cycle, in the child
@@ -271,12 +273,28 @@ class Worker:
     def _load(self) -> None:
         if self.app is not None:  # preloaded by the master
             return
+        before = set(sys.modules)
         try:
             prepare_path(self.cfg.chdir, self.cfg.pythonpath)
             self.app = load_app(self.cfg.app_uri)
         except BaseException as exc:
             self.slot.write_error(describe_failure(self.cfg.app_uri, exc))
+            self._report_app_files(before, exc)
             raise SystemExit(EXIT_APP_LOAD_ERROR) from None
+        self._report_app_files(before)
+
+    def _report_app_files(self, before: set[str], exc: BaseException | None = None) -> None:
+        """--reload: tell the master which files to watch (it never imports the app)."""
+        if self.app_files_report is None:
+            return
+        partial = f"{self.app_files_report}.part"
+        try:
+            with open(partial, "w", encoding="utf-8", errors="surrogateescape") as f:
+                f.write("".join(f"{_stat_line(path)}\n" for path in application_files(before, exc)))
+            os.replace(partial, self.app_files_report)
+        except OSError as err:
+            self.log.warning("--reload: cannot list the application's files in %s: %s",
+                             self.app_files_report, err.strerror)
 
     def run(self) -> None:
         raise NotImplementedError
@@ -395,6 +413,16 @@ class Worker:
                           self.pid, self.requests, self.cfg.max_requests)
             self.slot.ask_to_retire(self.requests)
             self._wake_master()
+
+
+def _stat_line(path: str) -> str:
+    """``MTIME_NS SIZE INODE PATH`` as the worker saw the file, so that the master
+    notices a change made between this import and its first look."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return f"- - - {path}"
+    return f"{st.st_mtime_ns} {st.st_size} {st.st_ino} {path}"
 
 
 def answered_with(resp: Any, error: Any) -> None:
