@@ -80,7 +80,7 @@ def test_broken_code_keeps_the_old_workers_until_it_is_fixed(reloading, tmp_path
     assert f"{helper}:2: SyntaxError" in failed[0]
 
     helper.write_text("TEXT = 'fixed'\n")
-    assert wait_until(lambda: body(server) == "fixed", SAVE_TO_SERVE + 1), server.log_text()
+    assert wait_until(lambda: body(server) == "fixed", SAVE_TO_SERVE + 3), server.log_text()
     server.wait_for_log(r"Reload complete: 2 worker\(s\)")
     assert serves_only(server, "fixed")
 
@@ -102,7 +102,7 @@ def test_a_new_module_that_failed_to_import_is_watched_too(reloading, tmp_path):
     (tmp_path / "helper.py").write_text("from extra import VALUE as TEXT\n")
     server.wait_for_log(r"Reload failed.*extra\.py:1: SyntaxError")
     (tmp_path / "extra.py").write_text("VALUE = 'from extra'\n")
-    assert wait_until(lambda: body(server) == "from extra", SAVE_TO_SERVE + 1), server.log_text()
+    assert wait_until(lambda: body(server) == "from extra", SAVE_TO_SERVE + 3), server.log_text()
 
 
 def test_an_extra_file_is_watched(reloading, tmp_path):
@@ -110,7 +110,7 @@ def test_an_extra_file_is_watched(reloading, tmp_path):
     data.write_text("hello")
     server = reloading("one", reload_extra_files=[str(data)])
     (tmp_path / "helper.py").write_text("TEXT = open('message.txt').read()\n")
-    assert wait_until(lambda: body(server) == "hello", SAVE_TO_SERVE + 1), server.log_text()
+    assert wait_until(lambda: body(server) == "hello", SAVE_TO_SERVE + 3), server.log_text()
     data.write_text("hello again")
     assert wait_until(lambda: body(server) == "hello again", SAVE_TO_SERVE), server.log_text()
 
