@@ -251,8 +251,11 @@ def test_worker_out_of_descriptors_survives_and_serves_later(test_app):
 
     server = test_app("basic:pid", workers=1)
     [worker] = server.worker_pids()
-    # Served and closed by the server before we read its EOF: the worker holds no connection.
+    idle_fds = set(os.listdir(f"/proc/{worker}/fd"))
     assert raw_request(server.port, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    # The client sees EOF at the server's shutdown(), a moment before its close():
+    # wait until the worker holds no connection any more.
+    assert wait_until(lambda: set(os.listdir(f"/proc/{worker}/fd")) == idle_fds, 5)
     original = resource.prlimit(worker, resource.RLIMIT_NOFILE)
     # The next descriptor the worker opens would be past its limit: accept() fails with EMFILE.
     limit = _lowest_free_fd(worker)
