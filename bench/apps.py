@@ -9,10 +9,12 @@ the server:
   big     bare WSGI, a 1 MiB body (one prebuilt bytes object)
   echo    bare WSGI, reads the whole request body, answers its length
   wait    bare WSGI, sleeps 50 ms (a database or an upstream call), then ``raw``
+  pid     bare WSGI, answers the worker's pid (bench/handover.py)
 """
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -78,3 +80,15 @@ def wait(environ: dict[str, Any], start_response: StartResponse) -> Iterable[byt
     """Wait 50 ms without using the CPU, as a request does on its database."""
     time.sleep(0.05)
     return raw(environ, start_response)
+
+
+def pid(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+    """Answer the worker's pid (bench/handover.py counts requests per worker)."""
+    body = str(os.getpid()).encode()
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+    return [body]
+
+
+# bench/handover.py: make every worker's start take this long, as a real app's imports do.
+if os.environ.get("BENCH_BOOT_DELAY"):
+    time.sleep(float(os.environ["BENCH_BOOT_DELAY"]))

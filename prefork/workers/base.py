@@ -333,8 +333,15 @@ class Worker:
             raise StopWaiting
 
     def _on_retire(self, signum: int, frame: FrameType | None) -> None:
-        # No interruption: a connection accept() has just taken is still served.
+        # An idle worker leaves now rather than at its next beat, so that a
+        # reload or a recycle ends within milliseconds. Ending a wait is safe:
+        # a connection accept() has just taken is stored before any handler
+        # runs, and is still served (see SyncWorker._accept_loop); kept
+        # connections live out their window.
         self.alive = False
+        if self.waiting:
+            self.waiting = False
+            raise StopWaiting
 
     def _on_quit(self, signum: int, frame: FrameType | None) -> None:
         self.alive = False
