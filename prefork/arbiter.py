@@ -2,7 +2,8 @@
 # workers, and from then on only reacts, in one loop:
 #
 #     wait for a signal or a deadline → handle queued signals
-#     → reap dead children → murder stale workers → maintain the workers
+#     → reap dead children → note who became ready → murder stale workers
+#     → recycle, scale and maintain the workers
 #
 # Signal handlers only append the signal to a queue; the byte that
 # ``signal.set_wakeup_fd`` writes to a pipe ends the wait. Everything else
@@ -25,33 +26,25 @@ import fcntl
 import gc
 import os
 import signal
-import socket
-import struct
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from . import binding
 from .app import AppNotFound, load_app, prepare_path
+from .daemon import Launcher
 from .endpoint import EndpointError
 from .heartbeat import BOOTING, BUSY, IDLE, HeartbeatSlot, beat_interval, default_tmp_dir
 from .logs import Logger
 from .metrics import worker_memory
 from .observe import Observer, exit_reason
-from .pidfile import Pidfile, PidfileError, alive
+from .pidfile import Pidfile, PidfileError
 from .recycling import KILL, MIB, Recycler
 from .reloader import Reloader
 from .scaling import SCALE_INTERVAL, Load, Scaler, over_budget
-from .settings import Address, Config, ConfigError
-from .sockets import (
-    Listener,
-    adopt_fd,
-    close_listeners,
-    inherit_listeners,
-    needs_poll,
-    tune_listener,
-)
+from .settings import Config, ConfigError
+from .sockets import Listener, close_listeners
 from .stats import (
     MEMORY,
     RELOAD_FAILED,
@@ -59,39 +52,23 @@ from .stats import (
     STOP,
     TIMEOUT,
 )
-from .systemd import Notifier, listen_fds, watchdog_interval
+from .systemd import Notifier, watchdog_interval
 from .tls import TLSSetupError, build_context
 from .tls import describe as describe_tls
+from .upgrade import Upgrade, exec_new_master
 from .workers import worker_class
 from .workers.base import EXIT_APP_LOAD_ERROR, EXIT_BOOT_ERROR, Worker, run_hook
-from .workerset import WorkerSet
+from .workerset import Phase, WorkerSet
 
 SIGNALS = ("HUP", "QUIT", "INT", "TERM", "TTIN", "TTOU", "USR1", "USR2", "WINCH", "CHLD")
 RETIRE = signal.SIGHUP  # to a worker: finish, then exit when idle
 # What the master sends workers; blocked across fork() until the worker's handlers exist.
 WORKER_SIGNALS = {signal.SIGHUP, signal.SIGTERM, signal.SIGINT, signal.SIGQUIT,
                   signal.SIGABRT, signal.SIGUSR1}
-# Environment variables of a binary upgrade (USR2): the inherited listening
-# sockets, and the pid of the master that started this one.
-FDS_ENV = "PREFORK_FDS"
-ACTIVATED = "activated:"  # prefix of FDS_ENV: the sockets came from socket activation
-UPGRADE_FROM_ENV = "PREFORK_UPGRADE_FROM"
 # After SIGABRT a stuck worker gets this long to write its stack before SIGKILL.
 ABORT_GRACE = 2.0
 QUICK_STOP_TIMEOUT = 5.0
-# A worker that dies sooner than this after it started counts toward a crash
-# loop; each one in a row doubles the wait before the next spawn, up to the cap.
-CRASH_WINDOW = 5.0
-BACKOFF_FIRST = 0.25
-BACKOFF_CAP = 5.0
-# Before the server has been healthy, this many failed spawns in a row (fork or
-# heartbeat file: EAGAIN, ENOSPC, EMFILE...) stop it; later they only back off.
-SPAWN_ATTEMPTS = 4
 STATUS_INTERVAL = 5.0  # how often systemd's STATUS= is refreshed without a watchdog
-# At most one worker per usable core loads the application at a time (see
-# Arbiter.boot_slots); one that has been loading longer than this, most likely
-# waiting on I/O rather than using a core, no longer holds its place.
-BOOT_STAGGER_MAX = 0.5
 
 
 class StartupError(Exception):
@@ -124,15 +101,6 @@ class WorkerRecord:
         return self.worker.age
 
 
-def _migrate_req() -> str:
-    """The sysctl net.ipv4.tcp_migrate_req (Linux 5.14+), or "" if unknown."""
-    try:
-        with open("/proc/sys/net/ipv4/tcp_migrate_req") as f:
-            return f.read().strip()
-    except OSError:
-        return ""
-
-
 class Arbiter:
     """The master process: ``Arbiter(cfg, log).run()`` serves until stopped."""
 
@@ -151,33 +119,25 @@ class Arbiter:
         self.worker_age = 0
         self.generation = 1
         self.app: Any = None  # the application, with --preload
-        self.healthy = False  # the first generation has booted
-        self.reloading = False
-        self.stopping = False  # the stop has begun: workers are draining
-        self.stop_graceful = True
+        self.phase = Phase.STARTING
+        self.healthy = False  # the first generation has booted (once, whatever came after)
         self.stop_at = 0.0  # --shutdown-delay: when the stop will begin (0: not scheduled)
         self.stop_deadline = 0.0
-        self.spawn_after = 0.0  # crash-loop back-off
-        self.boot_check = 0.0  # when a booting worker stops holding back the next one
-        self.boot_concurrency = _usable_cores()
-        self.crash_streak = 0
-        self.spawn_failures = 0  # in a row
         self.exit_code = 0
         self.pidfile: Pidfile | None = None
-        self.reexec_pid = 0  # the new master of a USR2 upgrade
-        self.upgrade_from = int(os.environ.pop(UPGRADE_FROM_ENV, "0") or 0)
+        self.upgrade = Upgrade(log)  # USR2, either end
         self.activated = False  # the sockets came from systemd: use them as they are
         self.watchdog = 0.0  # seconds between WATCHDOG=1 pings, 0 when off
         self.next_ping = 0.0
         self.served_by_exited = 0  # requests served by workers that are gone
-        self._daemon_ready = -1  # --daemon: tells the launcher how the start went
+        self.launcher = Launcher()  # --daemon: tells the launching process how the start went
         self.ssl_context: Any = None  # built once from the settings, shared by the workers
         self.sig_queue: collections.deque[int] = collections.deque()
         self._wake_r = self._wake_w = -1
         self.observer = Observer(self)  # metrics, control socket, statsd
         self.recycler = Recycler(log)  # --max-worker-lifetime, --max-worker-memory
         self.scaler = Scaler()  # --workers-max
-        self.workerset = WorkerSet()  # what to spawn and retire
+        self.workerset = WorkerSet(_usable_cores())  # what to spawn and retire
         self.next_scale = 0.0
         self.budget_logged = False
         self.reloader = Reloader(cfg, log)  # --reload
@@ -192,11 +152,11 @@ class Arbiter:
                 self.wait()
                 self.handle_signals()
                 self.reap()
+                self.check_progress()
                 self.murder()
                 self.recycle()
                 self.scale()
                 self.maintain()
-                self.check_progress()
                 self.ping()
                 self.observer.tick(time.monotonic())
                 self.reload_on_change()
@@ -221,13 +181,20 @@ class Arbiter:
         self._load_tls()
         check_worker_tmp_dir(self.cfg.worker_tmp_dir)
         self._install_signals()
-        self._bind()
+        try:
+            bound = binding.bind(self.cfg, self.log, self.pid, self.ssl_context is not None,
+                                 (_id(self.cfg.user), _id(self.cfg.group)))
+        except binding.BindingError as exc:
+            raise StartupError(str(exc)) from None
+        self.listeners, self.activated = bound.listeners, bound.activated
         try:
             self.observer.open()
         except EndpointError as exc:
             raise StartupError(str(exc)) from None
-        if self.cfg.daemon and not self.upgrade_from:  # an upgrade's new master is detached already
-            self._daemonize()
+        if self.cfg.daemon and not self.upgrade.replaces:  # an upgrade's new master is detached already
+            self.launcher.daemonize()
+            self.pid = os.getpid()
+            self.log.standard_streams_changed()
         self.watchdog = watchdog_interval(os.environ, self.pid)
         if self.cfg.user is not None or self.cfg.group is not None:
             self.log.chown_files(_id(self.cfg.user), _id(self.cfg.group))
@@ -244,89 +211,6 @@ class Arbiter:
         self.log.info("Using worker: %s", self.cfg.worker_class)
         self.hook("nworkers_changed", self, self.num_workers, None)
         self.maintain()
-
-    def _bind(self) -> None:
-        from .sockets import BindError
-
-        inherited = os.environ.pop(FDS_ENV, "")
-        activated = inherited.startswith(ACTIVATED)
-        fds = [int(fd) for fd in inherited.removeprefix(ACTIVATED).split(",") if fd.isdigit()]
-        from_systemd = listen_fds(os.environ, self.pid)
-        try:
-            if from_systemd or activated:
-                fds = fds or [fd for fd, _ in from_systemd]
-                self.activated = True
-                self.listeners = [adopt_fd(fd, Address("fd", fd=fd), self.cfg.backlog) for fd in fds]
-                if self.cfg.sources.get("bind", "default") != "default":
-                    self.log.warning("Socket activation: using the sockets systemd passed; --bind is ignored")
-            else:
-                self.listeners = inherit_listeners(fds, self.cfg.addresses, self.cfg.backlog,
-                                                   self._reuse_port())
-        except BindError as exc:
-            raise StartupError(str(exc)) from None
-        self._warn_shared(fds)
-        self._set_listener_timeouts()
-        poll = needs_poll(self.listeners)
-        for listener in self.listeners:
-            listener.sock.setblocking(not poll)
-            if listener.owned_path and (self.cfg.user is not None or self.cfg.group is not None):
-                # Let a proxy running as the workers' user connect, as Gunicorn does.
-                os.chown(listener.owned_path, _id(self.cfg.user), _id(self.cfg.group))
-            kind = "socket activation" if self.activated else (
-                "inherited" if listener.fileno() in fds else "bound")
-            if listener.per_worker:
-                kind += ", a socket per worker"
-            url = listener.url()
-            if self.ssl_context is not None:
-                url = url.replace("http://", "https://", 1)
-            self.log.info("Listening at: %s (%s, %s)", url, self.pid, kind)
-
-    def _reuse_port(self) -> bool:
-        """Whether --reuse-port can take effect here at all."""
-        return bool(self.cfg.reuse_port) and sys.platform.startswith("linux")
-
-    def _warn_shared(self, fds: list[int]) -> None:
-        """--reuse-port: one warning naming the listeners the workers share, and why."""
-        if not self.cfg.reuse_port:
-            return
-        if not self._reuse_port():
-            self.log.warning("--reuse-port: only Linux spreads connections across SO_REUSEPORT "
-                             "sockets; the workers share the listening sockets")
-            return
-        reasons = []
-        for listener in self.listeners:
-            if listener.per_worker:
-                continue
-            if self.activated:
-                why = "passed by socket activation, already listening"
-            elif listener.address.kind == "unix":
-                why = "a unix socket"
-            elif listener.address.kind == "fd":
-                why = "an fd:// socket, opened by another process"
-            elif listener.fileno() in fds:
-                why = "inherited already listening"
-            else:
-                why = "not a TCP socket"
-            reasons.append(f"{listener.url()} ({why})")
-        if reasons:
-            self.log.warning("--reuse-port does not apply to %s: the workers share %s",
-                             ", ".join(reasons), "it" if len(reasons) == 1 else "them")
-        if any(listener.per_worker for listener in self.listeners) and _migrate_req() != "1":
-            self.log.warning("--reuse-port: net.ipv4.tcp_migrate_req is not 1, so connections "
-                             "waiting for a worker that stops, crashes or times out are reset "
-                             "(docs/deploy/scaling.md)")
-
-    def _set_listener_timeouts(self) -> None:
-        """How long a worker's accept(), read or write waits before it beats
-        (accepted sockets inherit both timeouts from the listener)."""
-        beat = beat_interval(self.cfg.timeout)
-        seconds = int(beat)
-        timeval = struct.pack("@ll", seconds, int((beat - seconds) * 1_000_000))
-        for listener in self.listeners:
-            tune_listener(listener.sock)
-            listener.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval)
-            # A client that stops reading must not block a worker unseen.
-            listener.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval)
 
     def _load_tls(self) -> None:
         """Build the TLS context before any fork: a bad certificate is a one-line error."""
@@ -356,29 +240,6 @@ class Arbiter:
             return
         self.ssl_context = context
 
-    def _daemonize(self) -> None:
-        """Detach; the launching process exits only when the server is ready (0)
-        or has failed to start (1), so ``prefork --daemon`` reports start-up errors."""
-        ready_r, ready_w = os.pipe()
-        if os.fork():
-            os.close(ready_w)
-            status = b""
-            try:
-                status = os.read(ready_r, 1)
-            finally:
-                os._exit(0 if status == b"0" else 1)
-        os.close(ready_r)
-        os.setsid()
-        if os.fork():
-            os._exit(0)
-        self._daemon_ready = ready_w
-        self.pid = os.getpid()
-        null = os.open(os.devnull, os.O_RDWR)
-        for fd in (0, 1, 2):
-            os.dup2(null, fd)
-        os.close(null)
-        self.log.standard_streams_changed()
-
     def _preload(self) -> None:
         try:
             prepare_path(self.cfg.chdir, self.cfg.pythonpath)
@@ -391,6 +252,7 @@ class Arbiter:
         # Move everything imported so far out of the collector's reach, so that
         # collections in the workers do not write to (and un-share) its pages.
         gc.freeze()
+        self.workerset.preloaded = True
 
     def _install_signals(self) -> None:
         self._wake_r, self._wake_w = os.pipe()
@@ -418,7 +280,7 @@ class Arbiter:
     def _next_check(self) -> float:
         now = time.monotonic()
         delay = beat_interval(self.cfg.timeout)
-        for deadline in (self.spawn_after, self.boot_check, self.stop_at, self.stop_deadline,
+        for deadline in (self.workerset.next_check(now), self.stop_at, self.stop_deadline,
                          self.next_ping, self.observer.next_check(now),
                          self.recycler.next_check(now),
                          self.next_scale if self.cfg.workers_max else 0.0,
@@ -443,20 +305,18 @@ class Arbiter:
         pass  # reaping and readiness checks happen in every turn of the loop
 
     @property
-    def phase(self) -> str:
-        """starting, running, reloading, upgrading or stopping."""
-        if self.shutting_down:
-            return "stopping"
-        if not self.healthy:
-            return "starting"
-        if self.reloading:
-            return "reloading"
-        return "upgrading" if self.reexec_pid else "running"
-
-    @property
     def shutting_down(self) -> bool:
         """A stop has begun or is scheduled (--shutdown-delay)."""
-        return self.stopping or bool(self.stop_at)
+        return self.phase is Phase.STOPPING
+
+    @property
+    def stopping(self) -> bool:
+        """The stop has begun: the workers are draining."""
+        return self.phase is Phase.STOPPING and not self.stop_at
+
+    def _settle(self) -> None:
+        """Back to running (or upgrading) after a start, a reload or an upgrade's end."""
+        self.phase = Phase.UPGRADING if self.upgrade.new_master else Phase.RUNNING
 
     def handle_term(self) -> None:
         if self.shutting_down:
@@ -465,6 +325,7 @@ class Arbiter:
         if delay:
             self.log.info("Shutdown delay: serving for %.1f s more before stopping", delay)
             self.stop_at = time.monotonic() + delay
+            self.phase = Phase.STOPPING
             self.notifier.notify("STOPPING=1")
         else:
             self.stop(graceful=True)
@@ -499,9 +360,6 @@ class Arbiter:
             self.log.chown_files(_id(self.cfg.user), _id(self.cfg.group))
         for pid in self.workers:
             self._kill(pid, signal.SIGUSR1)
-
-    def handle_usr2(self) -> None:
-        self.upgrade()
 
     def handle_winch(self) -> None:
         if self.shutting_down:
@@ -539,7 +397,8 @@ class Arbiter:
                 os.chdir(cwd)
         self._reload_tls()
         self.hook("on_reload", self)
-        self.reloading = True
+        if self.phase is not Phase.STARTING:  # a HUP during the start: the start goes on
+            self.phase = Phase.RELOADING
         self.generation += 1
         self.notifier.notify("RELOADING=1", f"MONOTONIC_USEC={time.monotonic_ns() // 1000}",
                              "STATUS=reloading")
@@ -561,13 +420,13 @@ class Arbiter:
             self.log.error("Reload: keeping the current logging settings: %s", exc)
         old, self.cfg = self.cfg, cfg
         self.observer.config_changed(old)
-        self._set_listener_timeouts()
+        binding.set_timeouts(self.listeners, self.cfg.timeout)
         for warning in cfg.warnings:
             self.log.warning("%s", warning)
         self.set_num_workers(cfg.workers)
 
     def _end_reload(self, failed: str = "") -> None:
-        self.reloading = False
+        self._settle()
         if failed:
             self.log.error("Reload failed, keeping the workers of the previous generation: %s", failed)
             for record in self.workers.values():
@@ -594,52 +453,23 @@ class Arbiter:
 
     # --- binary upgrade (USR2)
 
-    def upgrade(self) -> None:
+    def handle_usr2(self) -> None:
         """Start a new master from the same command, handing it the sockets."""
         if self.shutting_down:
             self.log.warning("USR2 ignored: the server is stopping")
             return
-        if self.reexec_pid:
-            self.log.warning("USR2 ignored: an upgrade (new master %s) is in progress", self.reexec_pid)
+        refusal = self.upgrade.refusal()
+        if refusal:
+            self.log.warning("USR2 ignored: %s", refusal)
             return
-        if self.upgrade_from and alive(self.upgrade_from):
-            self.log.warning("USR2 ignored: the master this one replaced (%s) is still running",
-                             self.upgrade_from)
-            return
-        if self.pidfile is not None:
-            self.pidfile.rename(self.pidfile.path + ".oldbin")
-        pid = os.fork()
-        if pid:
-            self.reexec_pid = pid
-            self.log.info("Upgrade: started a new master (pid %s)", pid)
-            return
-        try:
-            self._exec_new_master()
-        finally:
-            os._exit(1)
+        self.upgrade.start(self.pidfile, self._exec_new_master)
+        if self.phase is Phase.RUNNING:
+            self.phase = Phase.UPGRADING
 
     def _exec_new_master(self) -> None:
-        env = dict(os.environ)
-        fds = ",".join(str(listener.fileno()) for listener in self.listeners)
-        env[FDS_ENV] = (ACTIVATED if self.activated else "") + fds
-        env[UPGRADE_FROM_ENV] = str(self.pid)
-        if self.watchdog and env.get("WATCHDOG_PID"):
-            env["WATCHDOG_PID"] = str(os.getpid())  # the watchdog passes to the new master (this pid)
         self.hook("pre_exec", self)
-        signal.set_wakeup_fd(-1)
-        os.chdir(self.start_cwd)
-        argv = [sys.executable, *sys.orig_argv[1:]]
-        # In this forked child only: the master's own descriptors stay close-on-exec.
-        for listener in self.listeners:
-            os.set_inheritable(listener.fileno(), True)
-        os.execve(sys.executable, argv, env)
-
-    def _upgrade_failed(self, status: int) -> None:
-        self.log.error("Upgrade failed: the new master %s exited (%s); this master keeps serving",
-                       self.reexec_pid, describe_exit(status))
-        self.reexec_pid = 0
-        if self.pidfile is not None and self.pidfile.path.endswith(".oldbin"):
-            self.pidfile.rename(self.pidfile.path[: -len(".oldbin")])
+        exec_new_master(self.listeners, self.activated, bool(self.watchdog), self.start_cwd,
+                        self.pid)
 
     # --- children
 
@@ -652,8 +482,10 @@ class Arbiter:
                 return
             if pid == 0:
                 return
-            if pid == self.reexec_pid:
-                self._upgrade_failed(status)
+            if pid == self.upgrade.new_master:
+                self.upgrade.failed(describe_exit(status), self.pidfile)
+                if self.phase is Phase.UPGRADING:
+                    self._settle()
                 continue
             record = self.workers.pop(pid, None)
             if record is None:
@@ -694,7 +526,7 @@ class Arbiter:
             self.log.error("Shutting down: the application could not be loaded")
             self.exit_code = 1
             self.stop(graceful=False, kill=True)
-        elif self.reloading and record.generation == self.generation:
+        elif self.phase is Phase.RELOADING and record.generation == self.generation:
             self._end_reload(failed=message)
         else:
             self.log.error("Worker %s failed to boot: %s", record.pid, message)
@@ -703,16 +535,11 @@ class Arbiter:
     def _note_crash(self, record: WorkerRecord, always: bool = False) -> None:
         """Back off from respawning when workers keep dying soon after they start
         (``always``: however long it lived, e.g. it never finished booting)."""
-        now = time.monotonic()
-        if now - record.started > CRASH_WINDOW and not always:
-            self.crash_streak = 0
-            return
-        self.crash_streak += 1
-        if self.crash_streak > 1:
-            delay = min(BACKOFF_FIRST * 2 ** (self.crash_streak - 2), BACKOFF_CAP)
-            self.spawn_after = now + delay
+        delay = self.workerset.crashed(record.started, time.monotonic(), always)
+        if delay:
             self.log.warning("Workers keep dying right after they start (%d in a row); "
-                             "waiting %.2f s before starting another", self.crash_streak, delay)
+                             "waiting %.2f s before starting another",
+                             self.workerset.crash_streak, delay)
 
     def murder(self) -> None:
         """Abort workers whose heartbeat is stale; kill those that ignore it."""
@@ -743,7 +570,7 @@ class Arbiter:
                 if booting and not self.healthy:
                     # The server stops once this worker is reaped (after it
                     # has logged where it is stuck): start no other meanwhile.
-                    self.spawn_after = max(self.spawn_after, now + ABORT_GRACE + 1.0)
+                    self.workerset.hold(now + ABORT_GRACE + 1.0)
                 self._kill(record.pid, signal.SIGABRT)
 
     def _silent_for(self, record: WorkerRecord, limit: float) -> float:
@@ -807,7 +634,7 @@ class Arbiter:
         self.next_scale = now + SCALE_INTERVAL
         current = [r for r in self.workers.values() if r.generation == self.generation
                    and not (r.retiring or r.killed or r.aborted_at)]
-        if (self.phase != "running" or not self.min_workers or len(current) != self.num_workers
+        if (self.phase is not Phase.RUNNING or not self.min_workers or len(current) != self.num_workers
                 or not all(r.ready and not r.replace for r in current)):
             self.scaler.hold()
             return
@@ -849,36 +676,12 @@ class Arbiter:
             self.stop(graceful=True)
         if self.stopping:
             return
-        plan = self.workerset.plan(self.workers.values(), self.num_workers, self.generation, now,
-                                   self.spawn_after, lambda: self.boot_slots(now))
+        plan = self.workerset.plan(self.workers.values(), self.num_workers, self.generation, now)
         for _ in range(plan.spawn):
-            self.spawn_worker()
-            if self.stopping or self.spawn_after > now:
+            if not self.spawn_worker():
                 return  # it failed: back off (or stop) before another
         for record, reason in plan.retire:
             self.retire(record, reason)
-
-    def boot_slots(self, now: float) -> int:
-        """How many more workers may start loading the application now.
-
-        Workers that import the application at the same time share the cores:
-        with 4 workers on 2 cores each import takes twice as long, and the
-        first request waits for the first of them. With at most one worker
-        per core loading at a time, the first is ready as soon as it can be,
-        and when loading is CPU-bound the last is ready no later than before.
-        """
-        if self.cfg.preload_app:
-            return self.num_workers  # the application is loaded already
-        self.boot_check = 0.0
-        booting = 0
-        for record in self.workers.values():
-            if record.killed or record.slot.state() != BOOTING:
-                continue
-            held_until = record.started + BOOT_STAGGER_MAX
-            if now < held_until:
-                booting += 1
-                self.boot_check = min(self.boot_check or held_until, held_until)
-        return max(0, self.boot_concurrency - booting)
 
     def retire(self, record: WorkerRecord, reason: str) -> None:
         record.retiring = True
@@ -895,27 +698,27 @@ class Arbiter:
         self.maintain()
         return True
 
-    def spawn_worker(self) -> None:
+    def spawn_worker(self) -> bool:
+        """Start one worker; False if that failed (the server backs off, or stops)."""
         try:
             self._spawn_worker()
         except (SpawnError, OSError) as exc:
             self._spawn_failed(str(exc))
-        else:
-            self.spawn_failures = 0
+            return False
+        self.workerset.spawned()
+        return True
 
     def _spawn_failed(self, reason: str) -> None:
         """Stop if the server never became healthy and this keeps happening;
         otherwise back off, doubling the wait."""
-        self.spawn_failures += 1
-        if not self.healthy and self.spawn_failures >= SPAWN_ATTEMPTS:
+        delay = self.workerset.spawn_failed(time.monotonic(), self.healthy)
+        if delay is None:
             self.log.error("Cannot start a worker: %s", reason)
             self.log.error("Shutting down: %d attempts in a row failed before the server was ready",
-                           self.spawn_failures)
+                           self.workerset.spawn_failures)
             self.exit_code = 1
             self.stop(graceful=False, kill=True)
             return
-        delay = min(BACKOFF_FIRST * 2 ** (self.spawn_failures - 1), BACKOFF_CAP)
-        self.spawn_after = time.monotonic() + delay
         self.log.error("Cannot start a worker: %s; trying again in %.2f s", reason, delay)
 
     def _spawn_worker(self) -> None:
@@ -962,8 +765,7 @@ class Arbiter:
     def _become_child(self) -> None:
         """Drop what belongs to the master in a freshly forked worker."""
         signal.set_wakeup_fd(-1)
-        if self._daemon_ready >= 0:
-            os.close(self._daemon_ready)
+        self.launcher.close()
         os.close(self._wake_r)
         os.close(self._wake_w)
         for record in self.workers.values():
@@ -983,23 +785,16 @@ class Arbiter:
         current = [r for r in self.workers.values()
                    if r.generation == self.generation and not r.retiring]
         done = len(current) >= self.num_workers and all(r.ready for r in current)
-        if not self.healthy and done and self.workers:
+        if self.phase is Phase.STARTING and done and self.workers:
             self.healthy = True
+            self._settle()
             self.log.info("Ready: %d worker(s) serving", len(current))
             self.hook("when_ready", self)
-            self._tell_launcher(b"0")
+            self.launcher.tell(ready=True)
             self.notifier.notify("READY=1", self._status_line(), f"MAINPID={self.pid}")
-            self._finish_upgrade()
-        elif self.reloading and done and all(r.generation == self.generation for r in self.workers.values()):
+            self.upgrade.took_over(self.pid, self.cfg.upgrade_auto)
+        elif self.phase is Phase.RELOADING and done and all(r.generation == self.generation for r in self.workers.values()):
             self._end_reload()
-
-    def _finish_upgrade(self) -> None:
-        if not self.upgrade_from:
-            return
-        self.log.info("Upgrade: this master (%s) replaces %s", self.pid, self.upgrade_from)
-        if self.cfg.upgrade_auto and alive(self.upgrade_from):
-            self.log.info("Upgrade: stopping the old master %s (--upgrade-auto)", self.upgrade_from)
-            self._kill(self.upgrade_from, signal.SIGTERM)
 
     def ping(self) -> None:
         """Tell systemd the main loop is alive (watchdog) and how things stand."""
@@ -1016,7 +811,7 @@ class Arbiter:
 
     def _status_line(self) -> str:
         served = self.served_by_exited + sum(r.slot.requests() for r in self.workers.values())
-        state = "reloading, " if self.reloading else ("stopping, " if self.shutting_down else "")
+        state = f"{self.phase}, " if self.phase in (Phase.RELOADING, Phase.STOPPING) else ""
         return f"STATUS={state}{len(self.workers)} workers, {served} requests served"
 
     def _status(self) -> None:
@@ -1028,9 +823,9 @@ class Arbiter:
         if self.stopping and graceful:
             return
         first = not self.stopping
-        self.stopping = True
+        self.phase = Phase.STOPPING
         self.stop_at = 0.0
-        successor = bool(self.reexec_pid) and alive(self.reexec_pid)
+        successor = self.upgrade.successor_running()
         if first:
             self.notifier.notify("STOPPING=1")
             if not successor:
@@ -1054,21 +849,10 @@ class Arbiter:
         that holds the sockets, including another master after an upgrade."""
         close_listeners(self.listeners, unlink=self._may_unlink())
 
-    def _tell_launcher(self, status: bytes) -> None:
-        if self._daemon_ready >= 0:
-            try:
-                os.write(self._daemon_ready, status)
-            finally:
-                os.close(self._daemon_ready)
-                self._daemon_ready = -1
-
     def _may_unlink(self) -> bool:
         """Socket files go with the server, unless another master still uses them
         (the new one of an upgrade, or the old one while it is rolled back to)."""
-        if self.activated:
-            return False
-        others = (self.reexec_pid, self.upgrade_from)
-        return not any(pid and alive(pid) for pid in others)
+        return not self.activated and not self.upgrade.other_master_running()
 
     def _kill(self, pid: int, sig: int) -> None:
         try:
@@ -1081,7 +865,7 @@ class Arbiter:
 
     def halt(self) -> None:
         """Last steps of the master: no worker, socket file or pid file left behind."""
-        self._tell_launcher(b"1")  # still waiting: the server never became ready
+        self.launcher.tell(ready=False)  # still waiting: the server never became ready
         for pid in list(self.workers):
             self._kill(pid, signal.SIGKILL)
         deadline = time.monotonic() + 5

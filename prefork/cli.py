@@ -406,7 +406,7 @@ def print_warnings(cfg: Config) -> None:
 def check_addresses(cfg: Config, env: Mapping[str, str]) -> None:
     """A bind address whose host cannot be resolved is a bad setting (exit 2),
     found before anything starts. Inherited sockets make --bind moot."""
-    from .arbiter import FDS_ENV
+    from .binding import FDS_ENV
     from .sockets import BindError, check_resolvable
 
     if env.get("LISTEN_FDS") or env.get(FDS_ENV):

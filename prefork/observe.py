@@ -133,16 +133,7 @@ class Observer:
 
     def _replacing(self) -> bool:
         """This master is the new one of an upgrade and the old one still runs."""
-        old = self.arbiter.upgrade_from
-        if not old:
-            return False
-        try:
-            os.kill(old, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
+        return self.arbiter.upgrade.replaced_running()
 
     def _make(self, kind: str, where: str) -> Endpoint:
         if kind == "control":
@@ -306,7 +297,7 @@ class Observer:
             restarts={reason: self.restarts.get(reason, 0) for reason in
                       (*RESTART_REASONS, *sorted(set(self.restarts) - set(RESTART_REASONS)))},
             timeouts=timeouts, wanted_workers=arbiter.num_workers, generation=arbiter.generation,
-            phase=arbiter.phase, version=__version__, worker_class=_worker_class(arbiter),
+            phase=arbiter.phase.value, version=__version__, worker_class=_worker_class(arbiter),
             memory=self._memory.read(w.pid for w in workers),
         )
 

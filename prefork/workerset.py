@@ -2,8 +2,9 @@
 # worker records, the size it wants and a clock reading, what to spawn and
 # what to retire, and why. Pure: it sends no signal and forks nothing, so the
 # rules are tested with fake records and a fake clock. The arbiter carries
-# the plan out. (This holds the maintenance step; the recycling and scaling
-# decisions are in recycling.py and scaling.py, in the same style.)
+# the plan out. This holds the maintenance step, the boot staggering and the
+# crash back-off, and the server's phase; the recycling and scaling decisions
+# are in recycling.py and scaling.py, in the same style.
 #
 # The rule that matters: capacity never drops on purpose. A worker that is
 # no longer wanted (an old generation, or one that asked to be replaced) is
@@ -11,14 +12,42 @@
 # its size; one still booting serves nobody, so retiring it costs nothing.
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import enum
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from .heartbeat import BOOTING
 from .stats import MAX_REQUESTS, RELOAD, SCALE_DOWN
 
 if TYPE_CHECKING:
     from .arbiter import WorkerRecord
+
+# A worker that dies sooner than this after it started counts toward a crash
+# loop; each one in a row doubles the wait before the next spawn, up to the cap.
+CRASH_WINDOW = 5.0
+BACKOFF_FIRST = 0.25
+BACKOFF_CAP = 5.0
+# Before the server has been healthy, this many failed spawns in a row (fork or
+# heartbeat file: EAGAIN, ENOSPC, EMFILE...) stop it; later they only back off.
+SPAWN_ATTEMPTS = 4
+# At most one worker per usable core loads the application at a time (see
+# WorkerSet.boot_slots); one that has been loading longer than this, most
+# likely waiting on I/O rather than using a core, no longer holds its place.
+BOOT_STAGGER_MAX = 0.5
+
+
+class Phase(str, enum.Enum):
+    """Where the server as a whole is; ``Arbiter.phase`` is the one place it is kept."""
+
+    STARTING = "starting"  # the first generation of workers is booting
+    RUNNING = "running"
+    RELOADING = "reloading"  # a new generation is rolling in (HUP, --reload)
+    UPGRADING = "upgrading"  # a new master started by USR2 is running beside this one
+    STOPPING = "stopping"  # a stop has begun, or is scheduled (--shutdown-delay)
+
+    def __str__(self) -> str:
+        return self.value
 
 
 @dataclass
@@ -45,21 +74,37 @@ def wanted(record: WorkerRecord, generation: int) -> bool:
             and not record.slot.retire_requested() and not record.replace)
 
 
-class WorkerSet:
-    """``plan`` once per turn of the master's loop."""
+def backoff(failures: int) -> float:
+    """The wait after ``failures`` (>= 1) in a row: doubling, up to the cap."""
+    return float(min(BACKOFF_FIRST * 2 ** (failures - 1), BACKOFF_CAP))
 
-    def plan(self, records: Iterable[WorkerRecord], size: int, generation: int, now: float,
-             spawn_after: float, boot_slots: Callable[[], int]) -> Plan:
+
+class WorkerSet:
+    """The master's spawning policy and its memory of failures: ``plan`` once
+    per turn of its loop, and ``crashed``/``spawn_failed``/``spawned`` as
+    things happen. Times are the master's ``time.monotonic()`` readings."""
+
+    def __init__(self, cores: int = 1) -> None:
+        self.cores = max(1, cores)  # at most this many workers load the application at once
+        self.preloaded = False  # --preload: the application is loaded before the fork
+        self.spawn_after = 0.0  # no spawn before this (a back-off)
+        self.boot_check = 0.0  # when a booting worker stops holding back the next one
+        self.crash_streak = 0  # workers in a row that died soon after they started
+        self.spawn_failures = 0  # fork() or heartbeat-file failures in a row
+
+    def plan(self, records: Iterable[WorkerRecord], size: int, generation: int,
+             now: float) -> Plan:
         """Spawn toward ``size`` wanted workers (within the boot slots, after the
         back-off); retire the unwanted as ready replacements take their place,
         and the extra wanted ones when ``size`` fell."""
+        records = list(records)
         current = [r for r in records if live(r)]
         keep = [r for r in current if wanted(r, generation)]
         stale = sorted((r for r in current if not wanted(r, generation)), key=lambda r: r.age)
         plan = Plan()
         missing = size - len(keep)
-        if missing > 0 and now >= spawn_after:
-            plan.spawn = min(missing, boot_slots())
+        if missing > 0 and now >= self.spawn_after:
+            plan.spawn = min(missing, self.boot_slots(records, now))
         ready_kept = sum(1 for r in keep if r.ready)
         ready_stale = [r for r in stale if r.ready]
         spare = max(0, ready_kept + len(ready_stale) - size)
@@ -69,3 +114,64 @@ class WorkerSet:
             extra = sorted(keep, key=lambda r: (r.ready, r.age))[: len(keep) - size]
             plan.retire += [(record, SCALE_DOWN) for record in extra]
         return plan
+
+    def boot_slots(self, records: Iterable[WorkerRecord], now: float) -> int:
+        """How many more workers may start loading the application now.
+
+        Workers that import the application at the same time share the cores:
+        with 4 workers on 2 cores each import takes twice as long, and the
+        first request waits for the first of them. With at most one worker
+        per core loading at a time, the first is ready as soon as it can be,
+        and when loading is CPU-bound the last is ready no later than before.
+        One that has been loading for BOOT_STAGGER_MAX, most likely waiting on
+        I/O rather than using a core, no longer holds its place.
+        """
+        self.boot_check = 0.0
+        if self.preloaded:
+            return self.cores * 1000  # nothing to load
+        booting = 0
+        for record in records:
+            if record.killed or record.ready or record.slot.state() != BOOTING:
+                continue
+            held_until = record.started + BOOT_STAGGER_MAX
+            if now < held_until:
+                booting += 1
+                self.boot_check = min(self.boot_check or held_until, held_until)
+        return max(0, self.cores - booting)
+
+    def crashed(self, started: float, now: float, always: bool = False) -> float:
+        """A worker died unexpectedly (or failed to boot, ``always``). Returns the
+        wait before the next spawn: 0 unless workers keep dying within
+        CRASH_WINDOW of their start (the first such death waits for nothing)."""
+        if now - started > CRASH_WINDOW and not always:
+            self.crash_streak = 0
+            return 0.0
+        self.crash_streak += 1
+        if self.crash_streak < 2:
+            return 0.0
+        delay = backoff(self.crash_streak - 1)
+        self.spawn_after = now + delay
+        return delay
+
+    def spawn_failed(self, now: float, healthy: bool) -> float | None:
+        """fork() or the heartbeat file failed. Returns the wait before the next
+        try, or None: give up (SPAWN_ATTEMPTS in a row before the server was
+        ever ready)."""
+        self.spawn_failures += 1
+        if not healthy and self.spawn_failures >= SPAWN_ATTEMPTS:
+            return None
+        delay = backoff(self.spawn_failures)
+        self.spawn_after = now + delay
+        return delay
+
+    def spawned(self) -> None:
+        self.spawn_failures = 0
+
+    def hold(self, until: float) -> None:
+        """Start no worker before ``until``."""
+        self.spawn_after = max(self.spawn_after, until)
+
+    def next_check(self, now: float) -> float:
+        """The earliest time a plan may differ for the clock alone (0: none)."""
+        times = [t for t in (self.spawn_after, self.boot_check) if t > now]
+        return min(times, default=0.0)

@@ -1,22 +1,36 @@
-"""The maintenance decisions of prefork/workerset.py, without processes: fake
-worker records, a fake clock, and a property over random histories of
-readiness, recycling requests, reloads and exits."""
+"""The supervision decisions of prefork/workerset.py, without processes: fake
+worker records, a fake clock, and properties over random histories of
+readiness, recycling requests, reloads, exits and crashes. Covered: what to
+spawn and retire, the boot staggering, the crash and spawn-failure back-off."""
 
 from types import SimpleNamespace
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from prefork.heartbeat import BOOTING, IDLE
 from prefork.stats import LIFETIME, MAX_REQUESTS, RELOAD, SCALE_DOWN
-from prefork.workerset import WorkerSet
+from prefork.workerset import (
+    BACKOFF_CAP,
+    BACKOFF_FIRST,
+    BOOT_STAGGER_MAX,
+    CRASH_WINDOW,
+    SPAWN_ATTEMPTS,
+    Phase,
+    WorkerSet,
+)
 
 
 class FakeSlot:
-    def __init__(self):
+    def __init__(self, booting=False):
         self.retire = False
+        self.booting = booting
 
     def retire_requested(self):
         return self.retire
+
+    def state(self):
+        return BOOTING if self.booting else IDLE
 
 
 class Pool:
@@ -30,11 +44,11 @@ class Pool:
         for _ in range(size):
             self.spawn().ready = ready
 
-    def spawn(self):
+    def spawn(self, started=0.0, booting=False):
         self.born += 1
         record = SimpleNamespace(pid=self.born, age=self.born, generation=self.generation,
                                  ready=False, retiring=False, killed=False, aborted_at=0.0,
-                                 replace="", slot=FakeSlot())
+                                 replace="", slot=FakeSlot(booting), started=started)
         self.records.append(record)
         return record
 
@@ -42,8 +56,9 @@ class Pool:
         return sum(1 for r in self.records if r.ready and not r.retiring)
 
     def step(self, now=10.0, spawn_after=0.0, slots=99):
-        plan = WorkerSet().plan(self.records, self.size, self.generation, now, spawn_after,
-                                lambda: slots)
+        workerset = WorkerSet(cores=slots)
+        workerset.spawn_after = spawn_after
+        plan = workerset.plan(self.records, self.size, self.generation, now)
         for _ in range(plan.spawn):
             self.spawn()
         for record, _ in plan.retire:
@@ -150,3 +165,117 @@ def _apply(pool, event, record):
         pool.generation += 1
     else:
         pool.records.remove(record)
+
+
+# --- boot staggering: at most one worker per core loads the application at once
+
+
+def booting_pool(size, cores):
+    pool = Pool(size)
+    pool.records.clear()
+    return pool, WorkerSet(cores=cores)
+
+
+def test_boots_are_staggered_one_per_core():
+    pool, workerset = booting_pool(4, cores=2)
+    plan = workerset.plan(pool.records, 4, 1, now=100.0)
+    assert plan.spawn == 2
+    for _ in range(plan.spawn):
+        pool.spawn(started=100.0, booting=True)
+    assert workerset.plan(pool.records, 4, 1, now=100.1).spawn == 0
+    assert workerset.next_check(100.1) == 100.0 + BOOT_STAGGER_MAX  # the master wakes for it
+    pool.records[0].slot.booting = False  # one finished loading
+    pool.records[0].ready = True
+    assert workerset.plan(pool.records, 4, 1, now=100.2).spawn == 1
+
+
+def test_a_slow_boot_stops_holding_its_place():
+    # Loading that takes longer than BOOT_STAGGER_MAX is most likely waiting on
+    # I/O, not using a core: the next worker starts anyway.
+    pool, workerset = booting_pool(2, cores=1)
+    pool.spawn(started=100.0, booting=True)
+    assert workerset.plan(pool.records, 2, 1, now=100.0 + BOOT_STAGGER_MAX / 2).spawn == 0
+    assert workerset.plan(pool.records, 2, 1, now=100.0 + BOOT_STAGGER_MAX).spawn == 1
+
+
+def test_a_killed_booting_worker_holds_no_place():
+    pool, workerset = booting_pool(2, cores=1)
+    pool.spawn(started=100.0, booting=True).killed = True
+    assert workerset.plan(pool.records, 2, 1, now=100.0).spawn == 1
+
+
+def test_with_preload_every_worker_starts_at_once():
+    pool, workerset = booting_pool(8, cores=2)
+    workerset.preloaded = True
+    assert workerset.plan(pool.records, 8, 1, now=100.0).spawn == 8
+
+
+# --- back-off after crashes and failed spawns
+
+
+def test_workers_that_keep_dying_at_start_back_off_doubling_up_to_the_cap():
+    workerset = WorkerSet()
+    now = 1000.0
+    delays = []
+    for _ in range(8):
+        delays.append(workerset.crashed(started=now - 1.0, now=now))
+    assert delays[0] == 0.0  # one crash is not a loop
+    assert delays[1:4] == [BACKOFF_FIRST, 2 * BACKOFF_FIRST, 4 * BACKOFF_FIRST]
+    assert max(delays) == BACKOFF_CAP and delays[-1] == BACKOFF_CAP
+    pool = Pool(1)
+    pool.records.clear()
+    assert workerset.plan(pool.records, 1, 1, now=now + BACKOFF_CAP / 2).spawn == 0
+    assert workerset.plan(pool.records, 1, 1, now=now + BACKOFF_CAP).spawn == 1
+
+
+def test_a_worker_that_lived_past_the_crash_window_ends_the_streak():
+    workerset = WorkerSet()
+    for _ in range(3):
+        workerset.crashed(started=99.0, now=100.0)
+    assert workerset.crashed(started=100.0 - CRASH_WINDOW - 1, now=100.0) == 0.0
+    assert workerset.crash_streak == 0
+    assert workerset.crashed(started=99.5, now=100.0) == 0.0  # a new streak starts at one
+
+
+def test_a_worker_that_never_booted_counts_however_long_it_tried():
+    workerset = WorkerSet()
+    workerset.crashed(started=0.0, now=100.0, always=True)
+    assert workerset.crashed(started=0.0, now=100.0, always=True) == BACKOFF_FIRST
+
+
+def test_failed_spawns_stop_a_server_that_was_never_ready_and_only_delay_one_that_was():
+    starting = WorkerSet()
+    delays = [starting.spawn_failed(now=10.0, healthy=False) for _ in range(SPAWN_ATTEMPTS)]
+    assert delays[:-1] == [BACKOFF_FIRST * 2 ** i for i in range(SPAWN_ATTEMPTS - 1)]
+    assert delays[-1] is None  # give up
+    running = WorkerSet()
+    delays = [running.spawn_failed(now=10.0, healthy=True) for _ in range(20)]
+    assert None not in delays and delays[-1] == BACKOFF_CAP
+    assert running.next_check(10.0) == 10.0 + BACKOFF_CAP
+    running.spawned()
+    assert running.spawn_failed(now=20.0, healthy=False) == BACKOFF_FIRST  # the count restarted
+
+
+@settings(max_examples=200, deadline=None)
+@given(lives=st.lists(st.floats(0.0, 3 * CRASH_WINDOW), max_size=40))
+def test_the_crash_back_off_is_bounded_and_grows_only_within_a_streak(lives):
+    workerset = WorkerSet()
+    now, previous = 1000.0, 0.0
+    for life in lives:
+        delay = workerset.crashed(started=now - life, now=now)
+        assert 0.0 <= delay <= BACKOFF_CAP
+        if life > CRASH_WINDOW:
+            assert delay == 0.0
+        elif previous:
+            assert delay >= previous
+        previous = delay if life <= CRASH_WINDOW else 0.0
+        # Nothing is spawned during the back-off, and something is right after it.
+        pool = Pool(1)
+        pool.records.clear()
+        assert workerset.plan(pool.records, 1, 1, now=now).spawn == (0 if delay else 1)
+        assert workerset.plan(pool.records, 1, 1, now=now + delay).spawn == 1
+        now += delay + 0.01
+
+
+def test_the_phase_is_one_of_five_names():
+    assert [str(p) for p in Phase] == ["starting", "running", "reloading", "upgrading", "stopping"]

@@ -22,7 +22,7 @@ from .conftest import WORKER_CLASSES
 from .procs import age, freeze, held_client_ports, wait_gone
 
 try:
-    from prefork.arbiter import CRASH_WINDOW
+    from prefork.workerset import CRASH_WINDOW
 except ImportError:  # the policy moved: the value of the first release
     CRASH_WINDOW = 5.0
 
