@@ -35,7 +35,7 @@ from . import binding
 from .app import AppNotFound, load_app, prepare_path
 from .daemon import Launcher
 from .endpoint import EndpointError
-from .heartbeat import BOOTING, BUSY, IDLE, HeartbeatSlot, beat_interval, default_tmp_dir
+from .heartbeat import BUSY, IDLE, HeartbeatSlot, beat_interval, default_tmp_dir
 from .logs import Logger
 from .metrics import worker_memory
 from .observe import Observer, exit_reason
@@ -58,15 +58,13 @@ from .tls import describe as describe_tls
 from .upgrade import Upgrade, exec_new_master
 from .workers import worker_class
 from .workers.base import EXIT_APP_LOAD_ERROR, EXIT_BOOT_ERROR, Worker, run_hook
-from .workerset import Phase, WorkerSet
+from .workerset import ABORT_GRACE, TORN, Phase, WorkerSet
 
 SIGNALS = ("HUP", "QUIT", "INT", "TERM", "TTIN", "TTOU", "USR1", "USR2", "WINCH", "CHLD")
 RETIRE = signal.SIGHUP  # to a worker: finish, then exit when idle
 # What the master sends workers; blocked across fork() until the worker's handlers exist.
 WORKER_SIGNALS = {signal.SIGHUP, signal.SIGTERM, signal.SIGINT, signal.SIGQUIT,
                   signal.SIGABRT, signal.SIGUSR1}
-# After SIGABRT a stuck worker gets this long to write its stack before SIGKILL.
-ABORT_GRACE = 2.0
 QUICK_STOP_TIMEOUT = 5.0
 STATUS_INTERVAL = 5.0  # how often systemd's STATUS= is refreshed without a watchdog
 
@@ -542,57 +540,35 @@ class Arbiter:
                              self.workerset.crash_streak, delay)
 
     def murder(self) -> None:
-        """Abort workers whose heartbeat is stale; kill those that ignore it."""
+        """Abort workers whose heartbeat is stale; kill those that ignore it,
+        and those still running when a stop's time is up."""
         now = time.monotonic()
-        if self.stopping and now > self.stop_deadline:
-            for record in self.workers.values():
-                if not record.killed:
-                    self.log.warning("Worker %s did not stop in time; killing it", record.pid)
-                    self._kill(record.pid, signal.SIGKILL)
-                    record.killed = True
-        for record in self.workers.values():
-            if record.killed:
-                continue
-            if record.aborted_at:
-                if now - record.aborted_at > ABORT_GRACE:
-                    self._kill(record.pid, signal.SIGKILL)
-                    record.killed = True
-                continue
-            booting = not record.ready and record.slot.state() == BOOTING
-            limit = self.cfg.boot_timeout if booting else self.cfg.timeout
-            stale = self._silent_for(record, limit) if limit else 0.0
-            if stale:
-                self._report_timeout(record, stale, booting, now)
-                record.aborted_at = now
-                record.reason = TIMEOUT
-                self.observer.worker_timed_out(record)
-                record.boot_timed_out = booting
-                if booting and not self.healthy:
-                    # The server stops once this worker is reaped (after it
-                    # has logged where it is stuck): start no other meanwhile.
-                    self.workerset.hold(now + ABORT_GRACE + 1.0)
-                self._kill(record.pid, signal.SIGABRT)
-
-    def _silent_for(self, record: WorkerRecord, limit: float) -> float:
-        """How long the worker has not beaten, if longer than ``limit``; else 0.
-
-        A worker is aborted on two reads that agree, never on one: a read that
-        the worker's write overtook is followed by one that sees its new beat.
-        A beat no worker can have written (0.0, from the future, older than
-        the slot) is a torn read, not a stuck worker."""
-        slot = record.slot
-        silent = 0.0
-        for _ in range(2):
-            beat = slot.last_beat()
-            now = time.monotonic()
-            if not slot.created <= beat <= now:
+        deadline = self.stop_deadline if self.stopping else 0.0
+        for verdict in self.workerset.overdue(self.workers.values(), time.monotonic,
+                                              self.cfg.timeout, self.cfg.boot_timeout, deadline):
+            record = verdict.record
+            if verdict.action == TORN:
                 self.log.debug("Worker %s: impossible heartbeat %r (a torn read), not a timeout",
-                               record.pid, beat)
-                return 0.0
-            silent = now - beat
-            if silent <= limit:
-                return 0.0
-        return silent
+                               record.pid, verdict.silent)
+            elif verdict.action == KILL:
+                if verdict.late:
+                    self.log.warning("Worker %s did not stop in time; killing it", record.pid)
+                self._kill(record.pid, signal.SIGKILL)
+                record.killed = True
+            else:
+                self._abort(record, verdict.silent, verdict.booting, now)
+
+    def _abort(self, record: WorkerRecord, stale: float, booting: bool, now: float) -> None:
+        self._report_timeout(record, stale, booting, now)
+        record.aborted_at = now
+        record.reason = TIMEOUT
+        self.observer.worker_timed_out(record)
+        record.boot_timed_out = booting
+        if booting and not self.healthy:
+            # The server stops once this worker is reaped (after it has
+            # logged where it is stuck): start no other meanwhile.
+            self.workerset.hold(now + ABORT_GRACE + 1.0)
+        self._kill(record.pid, signal.SIGABRT)
 
     def _report_timeout(self, record: WorkerRecord, stale: float, booting: bool, now: float) -> None:
         current = record.slot.current_request()

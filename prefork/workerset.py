@@ -13,11 +13,12 @@
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from .heartbeat import BOOTING
+from .recycling import KILL
 from .stats import MAX_REQUESTS, RELOAD, SCALE_DOWN
 
 if TYPE_CHECKING:
@@ -35,6 +36,13 @@ SPAWN_ATTEMPTS = 4
 # WorkerSet.boot_slots); one that has been loading longer than this, most
 # likely waiting on I/O rather than using a core, no longer holds its place.
 BOOT_STAGGER_MAX = 0.5
+# After SIGABRT a stuck worker gets this long to write its stack before SIGKILL.
+ABORT_GRACE = 2.0
+
+# What ``WorkerSet.overdue`` finds: a worker to abort (SIGABRT: it logs its
+# stack, then exits), one to kill (SIGKILL, as recycling's hard memory limit
+# does), or a torn heartbeat read (no action: only worth a debug line).
+ABORT, TORN = "abort", "torn"
 
 
 class Phase(str, enum.Enum):
@@ -48,6 +56,15 @@ class Phase(str, enum.Enum):
 
     def __str__(self) -> str:
         return self.value
+
+
+@dataclass
+class Verdict:
+    record: WorkerRecord
+    action: str  # ABORT, KILL or TORN
+    silent: float = 0.0  # ABORT: seconds without a beat; TORN: the impossible beat read
+    booting: bool = False  # ABORT: stuck loading the application (--boot-timeout)
+    late: bool = False  # KILL: still running at the stop's deadline (else: ignored its SIGABRT)
 
 
 @dataclass
@@ -171,7 +188,55 @@ class WorkerSet:
         """Start no worker before ``until``."""
         self.spawn_after = max(self.spawn_after, until)
 
+    def overdue(self, records: Iterable[WorkerRecord], clock: Callable[[], float],
+                timeout: float, boot_timeout: float, stop_deadline: float = 0.0) -> list[Verdict]:
+        """The workers to abort or kill now, and why.
+
+        Past ``stop_deadline`` (a stop under way; 0: none) every worker left is
+        killed. A worker silent for longer than its limit (``boot_timeout``
+        while it loads the application, else ``timeout``; 0 turns one off) is
+        aborted, and killed if it is still there ABORT_GRACE later."""
+        now = clock()
+        verdicts = []
+        for record in records:
+            if record.killed:
+                continue
+            if stop_deadline and now > stop_deadline:
+                verdicts.append(Verdict(record, KILL, late=True))
+            elif record.aborted_at:
+                if now - record.aborted_at > ABORT_GRACE:
+                    verdicts.append(Verdict(record, KILL))
+            else:
+                booting = not record.ready and record.slot.state() == BOOTING
+                limit = boot_timeout if booting else timeout
+                verdict = silence(record, limit, clock) if limit else None
+                if verdict is not None:
+                    verdict.booting = booting
+                    verdicts.append(verdict)
+        return verdicts
+
     def next_check(self, now: float) -> float:
         """The earliest time a plan may differ for the clock alone (0: none)."""
         times = [t for t in (self.spawn_after, self.boot_check) if t > now]
         return min(times, default=0.0)
+
+
+def silence(record: WorkerRecord, limit: float, clock: Callable[[], float]) -> Verdict | None:
+    """ABORT if the worker has not beaten for longer than ``limit``, TORN for
+    an impossible read, else None.
+
+    A worker is aborted on two reads that agree, never on one: a read that
+    the worker's write overtook is followed by one that sees its new beat.
+    A beat no worker can have written (0.0, from the future, older than the
+    slot) is a torn read, not a stuck worker."""
+    slot = record.slot
+    silent = 0.0
+    for _ in range(2):
+        beat = slot.last_beat()
+        now = clock()
+        if not slot.created <= beat <= now:
+            return Verdict(record, TORN, silent=beat)
+        silent = now - beat
+        if silent <= limit:
+            return None
+    return Verdict(record, ABORT, silent=silent)

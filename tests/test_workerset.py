@@ -10,12 +10,16 @@ from hypothesis import strategies as st
 
 from prefork.heartbeat import BOOTING, IDLE
 from prefork.stats import LIFETIME, MAX_REQUESTS, RELOAD, SCALE_DOWN
+from prefork.recycling import KILL
 from prefork.workerset import (
+    ABORT,
+    ABORT_GRACE,
     BACKOFF_CAP,
     BACKOFF_FIRST,
     BOOT_STAGGER_MAX,
     CRASH_WINDOW,
     SPAWN_ATTEMPTS,
+    TORN,
     Phase,
     WorkerSet,
 )
@@ -279,3 +283,90 @@ def test_the_crash_back_off_is_bounded_and_grows_only_within_a_streak(lives):
 
 def test_the_phase_is_one_of_five_names():
     assert [str(p) for p in Phase] == ["starting", "running", "reloading", "upgrading", "stopping"]
+
+
+# --- timeouts: which workers to abort or kill
+
+
+class Clock:
+    """A fake monotonic clock; each reading may advance it (a slow master)."""
+
+    def __init__(self, now, step=0.0):
+        self.now, self.step = now, step
+
+    def __call__(self):
+        self.now += self.step
+        return self.now
+
+
+class BeatSlot(FakeSlot):
+    def __init__(self, beats, booting=False, created=1.0):
+        super().__init__(booting)
+        self.beats = list(beats)  # what successive reads see
+        self.created = created
+
+    def last_beat(self):
+        return self.beats.pop(0) if len(self.beats) > 1 else self.beats[0]
+
+
+def worker(beats, ready=True, booting=False, aborted_at=0.0, killed=False):
+    return SimpleNamespace(pid=7, ready=ready, killed=killed, aborted_at=aborted_at,
+                           slot=BeatSlot(beats, booting))
+
+
+def actions(records, clock, timeout=30.0, boot_timeout=60.0, stop_deadline=0.0):
+    return [(v.action, round(v.silent, 3), v.booting, v.late)
+            for v in WorkerSet().overdue(records, clock, timeout, boot_timeout, stop_deadline)]
+
+
+def test_a_silent_worker_is_aborted_and_a_beating_one_is_not():
+    assert actions([worker([50.0])], Clock(100.0)) == [(ABORT, 50.0, False, False)]
+    assert actions([worker([80.0])], Clock(100.0)) == []
+
+
+def test_a_booting_worker_has_the_boot_timeout():
+    loading = worker([50.0], ready=False, booting=True)
+    assert actions([loading], Clock(100.0), boot_timeout=60.0) == []
+    assert actions([loading], Clock(100.0), boot_timeout=40.0) == [(ABORT, 50.0, True, False)]
+    assert actions([loading], Clock(1000.0), boot_timeout=0.0) == []  # off
+
+
+def test_a_torn_read_is_never_a_timeout():
+    # CPython's pack_into zeroes the bytes before writing them: a read can see 0.0.
+    assert actions([worker([0.0, 99.0])], Clock(100.0)) == [(TORN, 0.0, False, False)]
+    assert actions([worker([200.0])], Clock(100.0)) == [(TORN, 200.0, False, False)]  # future
+
+
+def test_one_stale_read_followed_by_a_fresh_one_is_not_a_timeout():
+    # The worker's write overtook the first read: the second sees the new beat.
+    assert actions([worker([50.0, 99.9])], Clock(100.0)) == []
+
+
+def test_an_aborted_worker_is_killed_after_the_grace():
+    aborted = worker([0.5], aborted_at=100.0)
+    assert actions([aborted], Clock(100.0 + ABORT_GRACE / 2)) == []
+    assert actions([aborted], Clock(100.0 + ABORT_GRACE + 0.1)) == [(KILL, 0.0, False, False)]
+
+
+def test_past_the_stop_deadline_every_worker_left_is_killed_once():
+    records = [worker([99.0]), worker([99.0], aborted_at=99.0), worker([99.0], killed=True)]
+    assert actions(records, Clock(100.0), stop_deadline=101.0) == []
+    assert actions(records, Clock(102.0), stop_deadline=101.0) == [(KILL, 0.0, False, True)] * 2
+
+
+@settings(max_examples=300, deadline=None)
+@given(beat=st.floats(0.0, 200.0), start=st.floats(1.0, 150.0), step=st.floats(0.0, 2.0),
+       timeout=st.floats(0.5, 60.0))
+def test_a_worker_that_beat_within_its_timeout_is_never_aborted(beat, start, step, timeout):
+    # Whatever the clock does between the reads, a worker aborted has a beat
+    # older than its timeout by both of them, and one is aborted if it has.
+    clock = Clock(start, step)
+    verdicts = WorkerSet().overdue([worker([beat])], clock, timeout, 0.0)
+    first_read = start + 2 * step  # overdue's own reading, then one per read of the beat
+    possible = 1.0 <= beat <= first_read
+    if not possible:
+        assert [v.action for v in verdicts] == [TORN]
+    elif first_read - beat > timeout:
+        assert [v.action for v in verdicts] == [ABORT] and verdicts[0].silent > timeout
+    else:
+        assert verdicts == []
