@@ -30,6 +30,11 @@ PRESETS = {s.name: s for s in (
     ServerSpec("prefork-metrics",
                "{python} -m prefork -w {workers} -b {host}:{port} --log-level warning "
                "--metrics-bind {host}:0 {app}"),
+    # Steady recycling: each worker is replaced after 200 requests, as with a
+    # per-request leak (the recycling issue's benchmark: >= 95% of prefork's).
+    ServerSpec("prefork-recycle",
+               "{python} -m prefork -w {workers} -b {host}:{port} --log-level warning "
+               "--max-requests 200 {app}"),
     ServerSpec("gunicorn-sync",
                "{python} -m gunicorn -k sync -w {workers} -b {host}:{port} "
                "--log-level warning {app}"),
