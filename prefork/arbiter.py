@@ -42,7 +42,7 @@ from .observe import Observer, exit_reason
 from .pidfile import Pidfile, PidfileError
 from .recycling import KILL, MIB, Recycler
 from .reloader import Reloader
-from .scaling import SCALE_INTERVAL, Load, Scaler, over_budget
+from .scaling import SCALE_INTERVAL, Scaler, load_of, over_budget, settled_pool
 from .settings import Config, ConfigError
 from .sockets import Listener, close_listeners
 from .stats import (
@@ -608,13 +608,11 @@ class Arbiter:
         if not self.cfg.workers_max or now < self.next_scale:
             return
         self.next_scale = now + SCALE_INTERVAL
-        current = [r for r in self.workers.values() if r.generation == self.generation
-                   and not (r.retiring or r.killed or r.aborted_at)]
-        if (self.phase is not Phase.RUNNING or not self.min_workers or len(current) != self.num_workers
-                or not all(r.ready and not r.replace for r in current)):
+        current = settled_pool(self.workers.values(), self.generation, self.num_workers)
+        if self.phase is not Phase.RUNNING or not self.min_workers or current is None:
             self.scaler.hold()
             return
-        load = Load(len(current), sum(_saturated(r.slot) for r in current), self.observer.waiting)
+        load = load_of(current, self.observer.waiting)
         step, inputs = self.scaler.decide(now, load, self.num_workers, self.min_workers,
                                           max(self.cfg.workers_max, self.min_workers),
                                           self.cfg.scale_down_after)
@@ -882,11 +880,6 @@ def check_worker_tmp_dir(tmp_dir: str | None) -> None:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         raise StartupError(f"--worker-tmp-dir {where} cannot hold the workers' heartbeat "
                            f"files: {reason}") from None
-
-
-def _saturated(slot: HeartbeatSlot) -> bool:
-    """Every thread of the worker is in a request (for sync: it is busy)."""
-    return slot.busy_threads() >= slot.threads
 
 
 def _id(value: int | None) -> int:

@@ -12,7 +12,12 @@
 # them again) while a worker boots, so no decision is made within a boot.
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .arbiter import WorkerRecord
 
 SCALE_INTERVAL = 0.25  # seconds between two looks at the load
 SATURATED_FOR = 1.0  # seconds of saturation in a row before a worker is added
@@ -62,6 +67,25 @@ class Scaler:
                 self.hold()
                 return -1, load.describe(held)
         return 0, ""
+
+
+def settled_pool(records: Iterable[WorkerRecord], generation: int,
+                 size: int) -> list[WorkerRecord] | None:
+    """The live workers of the current generation, if the pool is settled:
+    exactly ``size`` of them, every one ready and none waiting for a
+    successor. None otherwise: no scaling decision within a boot, a reload
+    or a recycling."""
+    current = [r for r in records if r.generation == generation
+               and not (r.retiring or r.killed or r.aborted_at)]
+    if not size or len(current) != size or not all(r.ready and not r.replace for r in current):
+        return None
+    return current
+
+
+def load_of(current: list[WorkerRecord], waiting: int) -> Load:
+    """What the scoreboard says: a worker is busy when every one of its threads is."""
+    busy = sum(1 for r in current if r.slot.busy_threads() >= r.slot.threads)
+    return Load(len(current), busy, waiting)
 
 
 def _since(started: float | None, now: float) -> float:

@@ -114,3 +114,25 @@ def test_memory_budget():
     assert not over_budget(300, 3, 400)  # 300 + 100 is the budget, not past it
     assert over_budget(301, 3, 400)
     assert not over_budget(0, 0, 10)
+
+
+def test_no_scaling_decision_while_the_pool_is_not_settled():
+    from types import SimpleNamespace
+
+    from prefork.scaling import load_of, settled_pool
+
+    def record(generation=1, ready=True, busy=0, threads=1, **flags):
+        slot = SimpleNamespace(busy_threads=lambda: busy, threads=threads)
+        fields = {"retiring": False, "killed": False, "aborted_at": 0.0, "replace": "", **flags}
+        return SimpleNamespace(generation=generation, ready=ready, slot=slot, **fields)
+
+    pool = [record(busy=1), record(busy=0)]
+    assert settled_pool(pool, 1, 2) == pool
+    assert load_of(pool, waiting=3) == Load(2, 1, 3)
+    assert settled_pool([record(), record(ready=False)], 1, 2) is None  # a boot
+    assert settled_pool([record(), record(generation=2)], 2, 2) is None  # a reload
+    assert settled_pool([record(), record(replace="lifetime")], 1, 2) is None  # a recycling
+    assert settled_pool([record()], 1, 2) is None  # fewer than wanted
+    assert settled_pool([record(), record(retiring=True)], 1, 1) is not None  # a retiree is not counted
+    threaded = record(busy=3, threads=4)
+    assert load_of([threaded], 0).busy == 0  # busy means every thread busy

@@ -9,8 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from prefork.heartbeat import BOOTING, IDLE
-from prefork.stats import LIFETIME, MAX_REQUESTS, RELOAD, SCALE_DOWN
 from prefork.recycling import KILL
+from prefork.stats import LIFETIME, MAX_REQUESTS, RELOAD, SCALE_DOWN
 from prefork.workerset import (
     ABORT,
     ABORT_GRACE,
