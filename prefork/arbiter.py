@@ -9,15 +9,23 @@
 # ``signal.set_wakeup_fd`` writes to a pipe ends the wait. Everything else
 # happens in the loop, outside handler context. What the master knows of each
 # worker is its ``WorkerRecord`` and its heartbeat slot; a worker reports
-# "ready" and "replace me" through the slot and wakes the master with SIGCHLD.
+# "ready" and "replace me" through the slot and wakes the master with SIGCHLD;
+# readiness is noted before the turn's plan, so a replacement that became
+# ready gets its predecessor retired in the same turn.
+#
+# The decisions are not made here: ``WorkerSet`` (workerset.py) says what to
+# spawn, retire, abort or kill and when to back off, ``Recycler`` and
+# ``Scaler`` when to replace and resize; this module carries them out, and
+# keeps the server's ``Phase``. Binding the sockets (binding.py), --daemon
+# (daemon.py) and the USR2 upgrade (upgrade.py) are modules of their own.
 #
 # Workers are stopped in one of two ways. ``TERM`` stops one at once when it
-# is idle, and is used only for a full stop, after the master has made the
-# listeners non-blocking so the workers drain the listen queue. Everywhere the
-# listening sockets stay in use (reload, recycling, fewer workers, WINCH, an
-# upgraded master taking over) a worker is *retired* with ``HUP``: it finishes
-# what it is doing and exits at its next idle moment (within one beat
-# interval), so no connection the kernel has handed it is ever dropped.
+# is idle, and is used only for a full stop, after the master has closed its
+# copies of the listeners so the workers drain the listen queue. Everywhere
+# the listening sockets stay in use (reload, recycling, fewer workers, WINCH,
+# an upgraded master taking over) a worker is *retired* with ``HUP``: it
+# finishes what it is doing and exits as soon as it is idle (an idle one at
+# once), so no connection the kernel has handed it is ever dropped.
 from __future__ import annotations
 
 import collections
@@ -28,7 +36,6 @@ import os
 import signal
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from . import binding
@@ -40,6 +47,7 @@ from .logs import Logger
 from .metrics import worker_memory
 from .observe import Observer, exit_reason
 from .pidfile import Pidfile, PidfileError
+from .records import WorkerRecord
 from .recycling import KILL, MIB, Recycler
 from .reloader import Reloader
 from .scaling import SCALE_INTERVAL, Scaler, load_of, over_budget, settled_pool
@@ -57,7 +65,7 @@ from .tls import TLSSetupError, build_context
 from .tls import describe as describe_tls
 from .upgrade import Upgrade, exec_new_master
 from .workers import worker_class
-from .workers.base import EXIT_APP_LOAD_ERROR, EXIT_BOOT_ERROR, Worker, run_hook
+from .workers.base import EXIT_APP_LOAD_ERROR, EXIT_BOOT_ERROR, run_hook
 from .workerset import ABORT_GRACE, TORN, Phase, WorkerSet
 
 SIGNALS = ("HUP", "QUIT", "INT", "TERM", "TTIN", "TTOU", "USR1", "USR2", "WINCH", "CHLD")
@@ -75,28 +83,6 @@ class StartupError(Exception):
 
 class SpawnError(Exception):
     """A worker could not be started; the message says why, in one line."""
-
-
-@dataclass
-class WorkerRecord:
-    pid: int
-    worker: Worker
-    generation: int
-    slot: HeartbeatSlot
-    started: float
-    ready: bool = False
-    retiring: bool = False
-    aborted_at: float = 0.0
-    killed: bool = False  # the master sent SIGKILL
-    boot_timed_out: bool = False  # aborted while loading the application
-    # Why the master stops this worker (stats.RESTART_REASONS, SCALE_DOWN, STOP);
-    # empty while it has not asked. ``replace`` asks for a replacement first.
-    reason: str = ""
-    replace: str = ""
-
-    @property
-    def age(self) -> int:
-        return self.worker.age
 
 
 class Arbiter:

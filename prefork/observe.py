@@ -14,7 +14,7 @@ import signal
 import socket
 import time
 from collections import Counter
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from . import __version__
 from .control import Commands, ControlEndpoint
@@ -43,7 +43,33 @@ from .stats import (
 from .statsd import StatsdClient, StatsdLogHandler
 
 if TYPE_CHECKING:
-    from .arbiter import Arbiter, WorkerRecord
+    from .logs import Logger
+    from .records import WorkerRecord
+    from .settings import Config
+    from .sockets import Listener
+    from .upgrade import Upgrade
+    from .workerset import Phase
+
+
+class Supervisor(Protocol):
+    """What the observer reads of the master, and the control commands it may
+    run there (the arbiter is one; the observer never imports it)."""
+
+    cfg: Config
+    log: Logger
+    generation: int
+    num_workers: int
+    listeners: list[Listener]
+    workers: dict[int, WorkerRecord]
+    phase: Phase
+    upgrade: Upgrade
+
+    def handle_hup(self) -> None: ...
+    def handle_term(self) -> None: ...
+    def handle_usr1(self) -> None: ...
+    def stop(self, graceful: bool, kill: bool = False) -> None: ...
+    def set_num_workers(self, count: int, minimum: bool = True) -> None: ...
+    def replace_worker(self, pid: int, reason: str) -> bool: ...
 
 TICK = 1.0  # seconds between looks at the listen queues (and statsd gauges)
 QUEUE_WARNING_INTERVAL = 10.0  # at most one "queue full" line per listener this often
@@ -62,7 +88,7 @@ RESTART_ONLY = {"metrics_bind": "--metrics-bind", "control_socket": "--control-s
 class Observer:
     """The master's reporting: ``Observer(arbiter)``, then ``open`` at start."""
 
-    def __init__(self, arbiter: Arbiter) -> None:
+    def __init__(self, arbiter: Supervisor) -> None:
         self.arbiter = arbiter
         self.log = arbiter.log
         self.started_wall = time.time()
@@ -410,7 +436,7 @@ def _worker_view(record: WorkerRecord, now: float) -> WorkerView:
                       threads=slot.threads, busy_threads=len(in_flight), in_flight=in_flight)
 
 
-def _worker_class(arbiter: Arbiter) -> str:
+def _worker_class(arbiter: Supervisor) -> str:
     return str(getattr(arbiter.cfg, "worker_class", "sync") or "sync")
 
 

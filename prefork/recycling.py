@@ -24,8 +24,8 @@ from .metrics import worker_memory
 from .stats import LIFETIME, MEMORY
 
 if TYPE_CHECKING:
-    from .arbiter import WorkerRecord
     from .logs import Logger
+    from .records import WorkerRecord
     from .settings import Config
 
 MEMORY_INTERVAL = 1.0  # seconds between two samples of one worker's memory

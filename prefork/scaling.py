@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from .arbiter import WorkerRecord
+    from .records import WorkerRecord
 
 SCALE_INTERVAL = 0.25  # seconds between two looks at the load
 SATURATED_FOR = 1.0  # seconds of saturation in a row before a worker is added

@@ -22,7 +22,7 @@ from .recycling import KILL
 from .stats import MAX_REQUESTS, RELOAD, SCALE_DOWN
 
 if TYPE_CHECKING:
-    from .arbiter import WorkerRecord
+    from .records import WorkerRecord
 
 # A worker that dies sooner than this after it started counts toward a crash
 # loop; each one in a row doubles the wait before the next spawn, up to the cap.
