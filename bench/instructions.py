@@ -9,6 +9,7 @@ read from its callgrind file. Two runs with different N cancel out the boot:
     instructions per request = (total(N2) - total(N1)) / (N2 - N1)
 
     .venv-bench/bin/python -m bench.instructions -s 'off=' -s 'metrics=--metrics-bind 127.0.0.1:0'
+    .venv-bench/bin/python -m bench.instructions --tree /tmp/old -s 'sync='   # another checkout
 
 Each variant takes about a minute (the server runs some 50 times slower under
 valgrind). Needs valgrind (``apt-get install -y valgrind``).
@@ -32,7 +33,8 @@ from .catalog import HOST
 from .runner import BENCH_DIR, free_port, server_env
 
 
-def worker_instructions(extra: list[str], app: str, requests: int, python: str) -> int:
+def worker_instructions(extra: list[str], app: str, requests: int, python: str,
+                        tree: str = "") -> int:
     """The worker's instruction count over its life, having served ``requests``."""
     out = tempfile.mkdtemp(prefix="callgrind-")
     port = free_port()
@@ -40,8 +42,11 @@ def worker_instructions(extra: list[str], app: str, requests: int, python: str) 
             f"--callgrind-out-file={out}/cg.%p", python, "-m", "prefork", "-w", "1",
             "-b", f"{HOST}:{port}", "--timeout", "600", "--graceful-timeout", "60",
             "--log-level", "warning", *extra, f"apps:{app}"]
+    env = server_env()
+    if tree:  # another checkout of prefork, e.g. an earlier commit's worktree
+        env["PYTHONPATH"] = os.pathsep.join([BENCH_DIR, os.path.abspath(tree)])
     with open(os.path.join(out, "log"), "wb") as log:
-        proc = subprocess.Popen(argv, cwd=BENCH_DIR, env=server_env(), stdout=log,
+        proc = subprocess.Popen(argv, cwd=BENCH_DIR, env=env, stdout=log,
                                 stderr=subprocess.STDOUT, start_new_session=True)
     try:
         conn = _connect(port, deadline=time.monotonic() + 300)
@@ -92,13 +97,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--app", default="hello")
     parser.add_argument("--requests", type=int, nargs=2, default=[200, 1200], metavar=("N1", "N2"))
     parser.add_argument("--python", default=sys.executable)
+    parser.add_argument("--tree", default="", help="measure this prefork checkout instead")
     args = parser.parse_args(argv)
     n1, n2 = args.requests
     rows = []
     for variant in args.variant:
         name, _, extra = variant.partition("=")
-        first = worker_instructions(shlex.split(extra), args.app, n1, args.python)
-        second = worker_instructions(shlex.split(extra), args.app, n2, args.python)
+        first = worker_instructions(shlex.split(extra), args.app, n1, args.python, args.tree)
+        second = worker_instructions(shlex.split(extra), args.app, n2, args.python, args.tree)
         rows.append((name, (second - first) / (n2 - n1)))
         print(f"{name}: {rows[-1][1]:,.0f} instructions per request", file=sys.stderr)
     base = rows[0][1]

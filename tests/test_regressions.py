@@ -293,7 +293,11 @@ def test_worker_out_of_descriptors_does_not_spin_while_draining_its_own_queue(te
     server = test_app("basic:pid", workers=2, bind=f"127.0.0.1:{port}", reuse_port=True,
                       graceful_timeout=4)
     stuck, _ = server.wait_workers(2)
+    idle_fds = set(os.listdir(f"/proc/{stuck}/fd"))
     assert raw_request(port, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    # Whichever worker served it closes the connection a moment after the
+    # client's EOF: wait until the stuck one holds no connection.
+    assert wait_until(lambda: set(os.listdir(f"/proc/{stuck}/fd")) == idle_fds, 5)
     limit = _lowest_free_fd(stuck)  # its next accept() fails with EMFILE
     resource.prlimit(stuck, resource.RLIMIT_NOFILE, (limit, resource.prlimit(stuck, resource.RLIMIT_NOFILE)[1]))
     clients = []
