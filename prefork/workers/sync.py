@@ -68,6 +68,13 @@ class SyncWorker(ConnectionServer):
         self.keep_check = self._nobody_waiting
         self.kept: dict[int, Client] = {}  # idle keep-alive connections, by descriptor
         self.max_kept = int(self.cfg.worker_connections)
+        # What _serve_kept waits on: the kept connections, and the listeners
+        # while the worker takes new connections. Kept up to date as
+        # connections come and go, rather than built again for every wait.
+        self._kept_poll = select.poll()
+        for fd in self.listener_fds:
+            self._kept_poll.register(fd, select.POLLIN)
+        self._kept_listening = True
 
     # --- waiting for connections
 
@@ -215,9 +222,16 @@ class SyncWorker(ConnectionServer):
             self.connection_failed(exc)
         if step == NEXT and not self.draining and len(self.kept) < self.max_kept:
             client.idle_since = time.monotonic()
-            self.kept[client.fileno()] = client
+            fd = client.fileno()
+            self.kept[fd] = client
+            self._kept_poll.register(fd, select.POLLIN)
             return
         self.close_client(client, step)
+
+    def _unkeep(self, fd: int) -> Client:
+        """Take a connection out of the kept ones (to serve or close it)."""
+        self._kept_poll.unregister(fd)
+        return self.kept.pop(fd)
 
     def _serve_kept(self) -> None:
         """While connections are kept: wait on them and on the listeners at once.
@@ -238,15 +252,13 @@ class SyncWorker(ConnectionServer):
                 return
             oldest = min(client.idle_since for client in kept.values())
             timeout = min(self.beat_interval, max(0.0, oldest + self.keepalive - now))
-            poller = select.poll()
-            for fd in kept:
-                poller.register(fd, select.POLLIN)
-            if self.alive:  # a retiring worker takes no new connection
+            if self._kept_listening and not self.alive:  # a retiring worker takes no new connection
+                self._kept_listening = False
                 for fd in self.listener_fds:
-                    poller.register(fd, select.POLLIN)
+                    self._kept_poll.unregister(fd)
             try:
                 self.waiting = True
-                events = poller.poll(timeout * 1000) if not self.draining else []
+                events = self._kept_poll.poll(timeout * 1000) if not self.draining else []
                 self.waiting = False
             except StopWaiting:
                 continue
@@ -254,10 +266,9 @@ class SyncWorker(ConnectionServer):
                 self.on_idle()
                 continue
             for fd, _ in events:
-                client = kept.pop(fd, None)
-                if client is not None:
-                    self._serve(client)
-                elif self.alive:
+                if fd in kept:
+                    self._serve(self._unkeep(fd))
+                elif self.alive and fd in self._by_fd:
                     self._accept_one(self._by_fd[fd])
 
     def _accept_one(self, listener: Listener) -> None:
@@ -281,13 +292,12 @@ class SyncWorker(ConnectionServer):
         limit = now - self.keepalive
         for fd, client in list(self.kept.items()):
             if client.idle_since <= limit:
-                del self.kept[fd]
-                self.close_client(client, CLOSE)
+                self.close_client(self._unkeep(fd), CLOSE)
 
     def _close_kept(self, serve_ready: bool) -> None:
         """A full stop: serve a kept client whose request is already here, close the rest."""
-        for fd, client in list(self.kept.items()):
-            del self.kept[fd]
+        for fd in list(self.kept):
+            client = self._unkeep(fd)
             poller = select.poll()
             poller.register(fd, select.POLLIN)
             if serve_ready and poller.poll(0):
