@@ -181,6 +181,7 @@ class GThreadWorker(ConnectionServer):
         # say it closed one.
         self.opened = 0
         self.closed_by = [0] * self.thread_count
+        self.free = [False] * self.thread_count  # per thread: looking for a job
         self.parked: dict[int, Client] = {}  # fd -> client, oldest first
         # Connections with a request to serve and no thread yet: parked ones
         # that spoke, and, during a full stop, the last ones from the queue.
@@ -371,11 +372,13 @@ class GThreadWorker(ConnectionServer):
 
     def _may_keep(self) -> bool:
         """Asked as each response head is written. A retiring worker says close;
-        so does a worker whose kept connections are waiting for a thread: its
-        clients then reconnect through the shared listen queue, where another
-        worker (or a new one, with --workers-max) can serve them, instead of
-        queueing inside this one."""
-        return self.alive and not self.ready
+        so does a worker whose kept connections are waiting for a thread (more
+        of them are ready than threads are free to take them): its clients
+        then reconnect through the shared listen queue, where another worker
+        (or a new one, with --workers-max) can serve them, instead of queueing
+        inside this one."""
+        ready = self.ready
+        return self.alive and (not ready or len(ready) <= self.free.count(True))
 
     # --- stopping
 
@@ -492,8 +495,11 @@ class GThreadWorker(ConnectionServer):
 
     def _thread_main(self, index: int) -> None:
         closed_by = self.closed_by
+        free = self.free
         while True:
+            free[index] = True
             job = self._next_job()
+            free[index] = False
             if job is None:
                 return
             closed = True
