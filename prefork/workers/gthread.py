@@ -197,6 +197,7 @@ class GThreadWorker(ConnectionServer):
         for listener in self.listeners:
             self._listen_queue.register(listener.fileno(), select.POLLIN)
         self._accept_turn = True
+        self._reported: list[tuple[int, int]] = []  # listeners the last wait found readable
         self.accepting = False
         self.stop_seen = False  # a thread has acted on the stop (accepts no more)
         self.quit = False  # the threads are to end
@@ -270,10 +271,15 @@ class GThreadWorker(ConnectionServer):
         taken only for a thread free now, this one)."""
         ready = self.ready
         if (self._accept_turn or not ready) and self.alive:
-            job = self._accept_one()
-            if job is not None:
-                self._accept_turn = False
-                return job
+            # With nothing else to do, the listeners' state comes from the wait
+            # (they are watched); otherwise one poll(0) asks.
+            reported = self._reported
+            if reported or ready:
+                self._reported = []
+                job = self._accept_one(reported or self._listen_queue.poll(0))
+                if job is not None:
+                    self._accept_turn = False
+                    return job
         if ready:
             self._accept_turn = True
             return ready.popleft()
@@ -290,6 +296,8 @@ class GThreadWorker(ConnectionServer):
                 self.ready.append(client)
             elif fd == self._wake_r:
                 _drain(fd)
+            elif fd in self._by_fd:
+                self._reported.append((fd, 0))
         self._expire_parked(time.monotonic())
 
     def _lead_timeout(self) -> float:
@@ -309,12 +317,12 @@ class GThreadWorker(ConnectionServer):
             else:
                 self.poller.unwatch(listener.fileno())
 
-    def _accept_one(self) -> Any:
-        """One connection from a listen queue, as a job; None if none was
-        waiting (or another worker took it first)."""
+    def _accept_one(self, readable: list[tuple[int, int]]) -> Any:
+        """One connection from a readable listen queue, as a job; None if none
+        was waiting (or another worker took it first)."""
         if self.connections - len(self.parked) >= self.max_connections:
             return None
-        for fd, _ in self._listen_queue.poll(0):
+        for fd, _ in readable:
             listener = self._by_fd[fd]
             try:
                 sock, addr = self.accepts[listener]()
