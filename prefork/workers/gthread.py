@@ -57,6 +57,11 @@ from .base import StopWaiting
 from .io import acceptor, close
 from .serving import Client, ConnectionServer
 
+# While its kept connections wait for a thread, a worker tells one client in
+# this long to reconnect through the shared listen queue, so that load moves
+# to a worker with a free thread within a fraction of a second, at the cost
+# of at most 100 reconnections a second (docs/performance.md).
+REBALANCE_SECONDS = 0.01
 # Exit status of a worker that stopped because a request ran past --timeout.
 EXIT_REQUEST_TIMEOUT = 6
 
@@ -193,12 +198,14 @@ class GThreadWorker(ConnectionServer):
         self.give_up_at = 0.0  # after a request timeout: exit by then at the latest
         self.accepts = {listener: acceptor(listener) for listener in self.listeners}
         self._by_fd = {listener.fileno(): listener for listener in self.listeners}
+        self._listener_fds = list(self._by_fd)
         self._listen_queue = select.poll()  # "is anyone waiting to be accepted?"
         for listener in self.listeners:
             self._listen_queue.register(listener.fileno(), select.POLLIN)
         self._accept_turn = True
         self._reported: list[tuple[int, int]] = []  # listeners the last wait found readable
         self.accepting = False
+        self._next_rebalance = 0.0
         self.stop_seen = False  # a thread has acted on the stop (accepts no more)
         self.quit = False  # the threads are to end
         for listener in self.listeners:
@@ -379,14 +386,25 @@ class GThreadWorker(ConnectionServer):
         _poke(self._wake_w)
 
     def _may_keep(self) -> bool:
-        """Asked as each response head is written. A retiring worker says close;
-        so does a worker whose kept connections are waiting for a thread (more
-        of them are ready than threads are free to take them): its clients
-        then reconnect through the shared listen queue, where another worker
-        (or a new one, with --workers-max) can serve them, instead of queueing
-        inside this one."""
+        """Asked as each response head is written. A retiring worker says close.
+        So, now and then, does a worker whose kept connections are waiting for
+        a thread (more of them are ready than threads are free to take them):
+        one client every REBALANCE_SECONDS then reconnects through the shared
+        listen queue, where another worker (or a new one, with --workers-max)
+        can serve it, instead of queueing inside this one. Not when clients
+        already wait in the listen queue: then no worker has a thread free to
+        take them, and a client sent there would wait as long."""
         ready = self.ready
-        return self.alive and (not ready or len(ready) <= self.free.count(True))
+        if not ready or len(ready) <= self.free.count(True) or not self.alive:
+            return self.alive
+        now = time.monotonic()
+        if now < self._next_rebalance:
+            return True
+        # (Not the lock holder's poll object: one may not be polled twice at once.)
+        if select.select(self._listener_fds, (), (), 0)[0]:
+            return True
+        self._next_rebalance = now + REBALANCE_SECONDS
+        return False
 
     # --- stopping
 
