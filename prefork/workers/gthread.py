@@ -57,6 +57,10 @@ from .base import StopWaiting
 from .io import acceptor, close
 from .serving import Client, ConnectionServer
 
+# After a response on a kept connection, how long the thread that served it
+# waits for the next request (while other threads are free and nothing waits
+# for one) before parking the connection; measured in docs/performance.md.
+FOLLOW_SECONDS = 0.002
 # While its kept connections wait for a thread, a worker tells one client in
 # this long to reconnect through the shared listen queue, so that load moves
 # to a worker with a free thread within a fraction of a second, at the cost
@@ -537,6 +541,16 @@ class GThreadWorker(ConnectionServer):
                     if not self.alive:
                         _poke(self._tick_w)  # perhaps the last one
 
+    def _follows(self, client: Client) -> bool:
+        """Whether this thread should serve the client's next request itself:
+        only while another thread is free (so a leader watches the others)
+        and nothing waits for one, and only if the request comes within
+        FOLLOW_SECONDS. It saves parking the connection and, when the client
+        sends at once, a promotion: a thread switch or two."""
+        if self.ready or not self.alive or self.free.count(True) == 0:
+            return False
+        return bool(select.select((client.sock,), (), (), FOLLOW_SECONDS)[0])
+
     def _serve(self, index: int, job: Any) -> bool:
         """Serve one connection while it has requests; True if it was closed,
         False if it was parked."""
@@ -551,6 +565,8 @@ class GThreadWorker(ConnectionServer):
         step = CLOSE
         try:
             step = self.serve_available(client)
+            while step == NEXT and self._follows(client):
+                step = self.serve_available(client)
         except Exception as exc:
             step = CLOSE
             self.connection_failed(exc)
