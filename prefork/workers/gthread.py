@@ -254,8 +254,7 @@ class GThreadWorker(ConnectionServer):
         """Sleep up to ``timeout``, or until a thread or a signal wakes us."""
         try:
             self.waiting = True
-            if self.alive or self.stop_seen or timeout:
-                select.select([self._tick_r], [], [], timeout)
+            select.select([self._tick_r], [], [], timeout)
             self.waiting = False
         except StopWaiting:  # a stop or a retirement: act on it now
             return
@@ -528,8 +527,13 @@ class GThreadWorker(ConnectionServer):
         free = self.free
         while True:
             free[index] = True
-            job = self._next_job()
-            free[index] = False
+            try:
+                job = self._next_job()
+            except Exception as exc:  # a bug, or the selector failed: never lose the thread
+                self._scheduling_failed(exc)
+                continue
+            finally:
+                free[index] = False
             if job is None:
                 return
             closed = True
@@ -540,6 +544,18 @@ class GThreadWorker(ConnectionServer):
                     closed_by[index] += 1
                     if not self.alive:
                         _poke(self._tick_w)  # perhaps the last one
+
+    def _scheduling_failed(self, exc: Exception) -> None:
+        """Log it, and retire the worker: its requests in flight finish (up to
+        --graceful-timeout) and a fresh worker replaces it."""
+        self.log.traceback("gthread worker: choosing the next connection failed", exc)
+        if self.alive:
+            self.alive = False
+            self.give_up_at = time.monotonic() + self.cfg.graceful_timeout
+            self.slot.ask_to_retire(self.requests)
+            self._wake_master()
+        _poke(self._tick_w)
+        time.sleep(0.1)  # if it fails again at once, do not spin
 
     def _follows(self, client: Client) -> bool:
         """Whether this thread should serve the client's next request itself:
