@@ -63,9 +63,11 @@ from .serving import Client, ConnectionServer
 FOLLOW_SECONDS = 0.002
 # While its kept connections wait for a thread, a worker tells one client in
 # this long to reconnect through the shared listen queue, so that load moves
-# to a worker with a free thread within a fraction of a second, at the cost
-# of at most 100 reconnections a second (docs/performance.md).
-REBALANCE_SECONDS = 0.01
+# to a worker with a free thread within a second or two, at the cost of at
+# most 10 reconnections a second. Each client sent back is served before
+# some that stayed (new and kept connections take turns), so more often
+# widens the spread of waits: measured in docs/performance.md.
+REBALANCE_SECONDS = 0.1
 # Exit status of a worker that stopped because a request ran past --timeout.
 EXIT_REQUEST_TIMEOUT = 6
 
