@@ -6,7 +6,9 @@
 # * Fair accept. The worker accepts a connection only when one of its
 #   threads is free to serve it at once; otherwise the connection stays in
 #   the kernel's listen queue, where another worker can take it. A busy
-#   worker never hoards connections while others are idle.
+#   worker never hoards connections while others are idle: while its kept
+#   connections wait for a thread, it tells one client in REBALANCE_SECONDS
+#   to reconnect through the shared queue.
 # * A real per-request timeout. Each thread's request in progress (start,
 #   request line) is known; one that runs past --timeout is logged with the
 #   Python stack of the thread serving it, the worker stops accepting, its
