@@ -317,7 +317,7 @@ class GThreadWorker(ConnectionServer):
     def _lead_timeout(self) -> float:
         timeout = self.beat_interval
         if self.parked:
-            oldest = next(iter(self.parked.values()))
+            _, oldest = _oldest(self.parked)
             timeout = min(timeout, max(0.0, oldest.idle_since + self.keepalive - time.monotonic()))
         return timeout
 
@@ -374,7 +374,7 @@ class GThreadWorker(ConnectionServer):
 
     def _close_oldest_parked(self) -> None:
         if self.parked:
-            fd, client = next(iter(self.parked.items()))
+            fd, client = _oldest(self.parked)
             del self.parked[fd]
             self._drop_parked(fd, client)
 
@@ -383,7 +383,7 @@ class GThreadWorker(ConnectionServer):
         parked = self.parked
         limit = now - self.keepalive
         while parked:
-            fd, client = next(iter(parked.items()))
+            fd, client = _oldest(parked)
             if client.idle_since > limit:
                 return
             del parked[fd]
@@ -595,6 +595,17 @@ class GThreadWorker(ConnectionServer):
             return False
         self.close_client(client, step)
         return True
+
+
+def _oldest(parked: dict[int, Client]) -> tuple[int, Client]:
+    """The connection parked longest (``parked`` is not empty). Threads park
+    connections while the leader looks: a dict iterator fails when the dict
+    grows under it, so look again."""
+    while True:
+        try:
+            return next(iter(parked.items()))
+        except RuntimeError:
+            continue
 
 
 def _poke(fd: int) -> None:
