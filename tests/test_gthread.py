@@ -6,12 +6,15 @@ request, and a Gunicorn config that asks for it."""
 import http.client
 import json
 import os
+import select
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
 
+import pytest
 import requests
 from conftest import APPS, alive, free_port, unix_get, wait_until
 from keepalive_clients import ClientPool
@@ -275,3 +278,34 @@ def test_busy_threads_are_in_the_metrics(test_app):
         for t in threads:
             t.join(10)
     assert len(done) == 3
+
+
+@pytest.mark.parametrize("poller_class", ["OneShotPoller", "EpollPoller"])
+def test_a_parked_descriptor_is_reported_once_per_arming(poller_class):
+    # The leader/followers core rests on this: a parked connection that
+    # speaks is reported to one leader, once, until it is parked again.
+    from prefork.workers import gthread
+    if poller_class == "EpollPoller" and not hasattr(select, "EPOLLONESHOT"):
+        pytest.skip("epoll only on Linux")
+    poller = getattr(gthread, poller_class)()
+    parked, client = socket.socketpair()
+    watched_r, watched_w = socket.socketpair()
+    try:
+        poller.watch(watched_r.fileno())
+        poller.arm(parked.fileno())
+        poller.arm(parked.fileno())  # arming twice is harmless
+        assert poller.wait(0) == []
+        client.send(b"GET / HTTP/1.1\r\n\r\n")
+        watched_w.send(b"x")
+        assert sorted(poller.wait(1)) == sorted([parked.fileno(), watched_r.fileno()])
+        assert poller.wait(0) == [watched_r.fileno()]  # still readable, reported no more
+        poller.arm(parked.fileno())
+        assert sorted(poller.wait(0)) == sorted([parked.fileno(), watched_r.fileno()])
+        poller.disarm(parked.fileno())
+        poller.arm(parked.fileno())
+        poller.disarm(parked.fileno())
+        poller.unwatch(watched_r.fileno())
+        assert poller.wait(0) == []
+    finally:
+        for sock in (parked, client, watched_r, watched_w):
+            sock.close()

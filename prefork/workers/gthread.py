@@ -1,12 +1,14 @@
-# The gthread worker: a pool of ``--threads`` threads serves requests, and
-# the main thread runs a selector over the listeners and the idle keep-alive
-# connections, so an idle connection takes no thread (Gunicorn's gthread
-# design, with its known faults fixed):
+# The gthread worker: a pool of ``--threads`` threads serves requests, and a
+# selector over the listeners and the idle keep-alive connections holds what
+# waits, so an idle connection takes no thread (Gunicorn's gthread design,
+# with its known faults fixed):
 #
 # * Fair accept. The worker accepts a connection only when one of its
 #   threads is free to serve it at once; otherwise the connection stays in
 #   the kernel's listen queue, where another worker can take it. A busy
-#   worker never hoards connections while others are idle.
+#   worker never hoards connections while others are idle: while its kept
+#   connections wait for a thread, it tells one client in REBALANCE_SECONDS
+#   to reconnect through the shared queue.
 # * A real per-request timeout. Each thread's request in progress (start,
 #   request line) is known; one that runs past --timeout is logged with the
 #   Python stack of the thread serving it, the worker stops accepting, its
@@ -19,18 +21,30 @@
 #   lets its parked connections live out their window, so a client's next
 #   request is never lost; a full stop closes them at once.
 #
+# Leader/followers (Schmidt's pattern). The free threads take turns to wait
+# on the selector: one, the leader, waits; the others wait for its place.
+# When a connection is ready (a new one in the listen queue, or a parked one
+# that spoke), the leader takes it, hands the leadership to the next free
+# thread and serves the connection itself: the connection never crosses to
+# another thread, and only the promotion, off the request's path, costs a
+# thread switch. Under load no thread waits at all: a thread that ends a
+# job takes the next one at once. A parked connection's descriptor is armed
+# for one event (EPOLLONESHOT), so it is reported to one leader once, and
+# parking it again is one system call. Only the leader takes events, accepts,
+# and closes parked connections, so none of these races another. The main
+# thread only keeps time: the heartbeat, request timeouts, signals, and the
+# end of a stop.
+#
 # A thread serves a connection while requests keep coming (pipelined ones at
-# once), then hands it back to the main thread to park. Everything about the
-# connection itself is the connection core's (http/connection.py), the I/O is
-# workers/io.py, and the serving of a request is shared with the sync worker
-# (workers/serving.py).
+# once), then parks it. Everything about the connection itself is the
+# connection core's (http/connection.py), the I/O is workers/io.py, and the
+# serving of a request is shared with the sync worker (workers/serving.py).
 from __future__ import annotations
 
 import collections
 import errno
 import fcntl
 import os
-import queue
 import select
 import selectors
 import sys
@@ -46,11 +60,106 @@ from .io import acceptor, close
 from .serving import Client, ConnectionServer
 
 # After a response on a kept connection, how long the thread that served it
-# waits for the next request (while other threads are idle) before handing
-# the connection to the selector; measured in docs/workers.md.
+# waits for the next request (while other threads are free and nothing waits
+# for one) before parking the connection; measured in docs/performance.md.
 FOLLOW_SECONDS = 0.002
+# While its kept connections wait for a thread, a worker tells one client in
+# this long to reconnect through the shared listen queue, so that load moves
+# to a worker with a free thread within a second or two, at the cost of at
+# most 10 reconnections a second. Each client sent back is served before
+# some that stayed (new and kept connections take turns), so more often
+# widens the spread of waits: measured in docs/performance.md.
+REBALANCE_SECONDS = 0.1
 # Exit status of a worker that stopped because a request ran past --timeout.
 EXIT_REQUEST_TIMEOUT = 6
+
+
+class OneShotPoller:
+    """Waits for descriptors to become readable. ``arm`` asks for one report
+    of a parked connection (then it is disarmed until armed again, which any
+    thread may do at any time); ``watch`` asks for every report (listeners,
+    the wake pipe). Only one thread at a time calls ``wait``. epoll on Linux;
+    elsewhere a selector whose ``wait`` unregisters what it reports."""
+
+    def __init__(self) -> None:
+        self._selector = selectors.DefaultSelector()
+        self._watched: set[int] = set()
+
+    def arm(self, fd: int) -> None:
+        selector = self._selector
+        try:
+            selector.register(fd, selectors.EVENT_READ)
+        except KeyError:  # a stale entry: its descriptor was closed while armed
+            selector.unregister(fd)
+            self.arm(fd)
+        except (OSError, ValueError):
+            pass  # closed meanwhile by the leader (the --worker-connections limit)
+
+    def disarm(self, fd: int) -> None:
+        try:
+            self._selector.unregister(fd)
+        except (KeyError, OSError, ValueError):
+            pass
+
+    def watch(self, fd: int) -> None:
+        self._watched.add(fd)
+        self._selector.register(fd, selectors.EVENT_READ)
+
+    def unwatch(self, fd: int) -> None:
+        self._watched.discard(fd)
+        self._selector.unregister(fd)
+
+    def wait(self, timeout: float) -> list[int]:
+        ready = [key.fd for key, _ in self._selector.select(timeout)]
+        for fd in ready:
+            if fd not in self._watched:
+                self.disarm(fd)
+        return ready
+
+
+class EpollPoller(OneShotPoller):
+    """The same with EPOLLONESHOT: arming again is one ``epoll_ctl``."""
+
+    _ONESHOT = select.EPOLLIN | getattr(select, "EPOLLONESHOT", 0)
+
+    def __init__(self) -> None:
+        self._epoll = select.epoll()
+        self._watched = set()
+
+    def arm(self, fd: int) -> None:
+        epoll = self._epoll
+        try:
+            epoll.modify(fd, self._ONESHOT)
+        except FileNotFoundError:  # its first park
+            try:
+                epoll.register(fd, self._ONESHOT)
+            except FileExistsError:
+                epoll.modify(fd, self._ONESHOT)
+            except OSError:
+                pass  # closed meanwhile by the leader (the --worker-connections limit)
+        except OSError:
+            pass  # closed meanwhile by the leader
+
+    def disarm(self, fd: int) -> None:
+        try:
+            self._epoll.unregister(fd)
+        except OSError:
+            pass
+
+    def watch(self, fd: int) -> None:
+        self._watched.add(fd)
+        self._epoll.register(fd, select.EPOLLIN)
+
+    def unwatch(self, fd: int) -> None:
+        self._watched.discard(fd)
+        self._epoll.unregister(fd)
+
+    def wait(self, timeout: float) -> list[int]:
+        return [fd for fd, _ in self._epoll.poll(timeout, 64)]
+
+
+def make_poller() -> OneShotPoller:
+    return EpollPoller() if hasattr(select, "EPOLLONESHOT") else OneShotPoller()
 
 
 class GThreadWorker(ConnectionServer):
@@ -71,18 +180,21 @@ class GThreadWorker(ConnectionServer):
         self.keep_check = self._may_keep
         self.thread_count = max(1, int(self.cfg.threads))
         self.max_connections = max(self.thread_count, int(self.cfg.worker_connections))
-        self.selector = selectors.DefaultSelector()
-        self._wake_r, self._wake_w = os.pipe()
-        for fd in (self._wake_r, self._wake_w):
-            os.set_blocking(fd, False)
-            fcntl.fcntl(fd, fcntl.F_SETFD, fcntl.FD_CLOEXEC)
-        self.selector.register(self._wake_r, selectors.EVENT_READ, None)
-        self.jobs: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self.returned: collections.deque[Client] = collections.deque()  # threads append
-        # One entry per job a thread ended: True if it closed the connection.
-        self.finished: collections.deque[bool] = collections.deque()
-        self.free = self.thread_count
-        self.connections = 0  # open: being served, parked, or waiting for a thread
+        self.poller = make_poller()
+        self._wake_r, self._wake_w = self._pipe()  # wakes the leader
+        self._tick_r, self._tick_w = self._pipe()  # wakes the main thread
+        self.poller.watch(self._wake_r)
+        # Held by the leader, and by any thread choosing its next job: the
+        # ready queue, the accept turn, the closing of parked connections and
+        # ``opened`` change only under it.
+        self.lock = threading.Lock()
+        # Connections open (being served, parked, or waiting for a thread):
+        # ``opened`` less those each thread closed, counted per thread so that
+        # a thread need not wait for the lock (held by a waiting leader) to
+        # say it closed one.
+        self.opened = 0
+        self.closed_by = [0] * self.thread_count
+        self.free = [False] * self.thread_count  # per thread: looking for a job
         self.parked: dict[int, Client] = {}  # fd -> client, oldest first
         # Connections with a request to serve and no thread yet: parked ones
         # that spoke, and, during a full stop, the last ones from the queue.
@@ -94,14 +206,20 @@ class GThreadWorker(ConnectionServer):
         self.give_up_at = 0.0  # after a request timeout: exit by then at the latest
         self.accepts = {listener: acceptor(listener) for listener in self.listeners}
         self._by_fd = {listener.fileno(): listener for listener in self.listeners}
+        self._listener_fds = list(self._by_fd)
         self._listen_queue = select.poll()  # "is anyone waiting to be accepted?"
         for listener in self.listeners:
             self._listen_queue.register(listener.fileno(), select.POLLIN)
         self._accept_turn = True
+        self._reported: list[tuple[int, int]] = []  # listeners the last wait found readable
         self.accepting = False
+        self._next_rebalance = 0.0
+        self.stop_seen = False  # a thread has acted on the stop (accepts no more)
+        self.quit = False  # the threads are to end
         for listener in self.listeners:
-            # Accept must never block the selector thread; the sync worker copes
-            # with a shared listener made non-blocking (workers/sync.py).
+            # Accept must never block a thread while a connection waits; the
+            # sync worker copes with a shared listener made non-blocking
+            # (workers/sync.py).
             listener.sock.setblocking(False)
         self.pool = [threading.Thread(target=self._thread_main, args=(index,),
                                       name=f"prefork-thread-{index}", daemon=True)
@@ -109,42 +227,97 @@ class GThreadWorker(ConnectionServer):
         for thread in self.pool:
             thread.start()
 
-    # --- the main thread
+    @staticmethod
+    def _pipe() -> tuple[int, int]:
+        r, w = os.pipe()
+        for fd in (r, w):
+            os.set_blocking(fd, False)
+            fcntl.fcntl(fd, fcntl.F_SETFD, fcntl.FD_CLOEXEC)
+        return r, w
+
+    # --- the main thread: the heartbeat, request timeouts, signals, stopping
+
+    @property
+    def connections(self) -> int:
+        return self.opened - sum(self.closed_by)
 
     def loop(self) -> None:
         while True:
-            self._collect()
             if not self.alive and self._finished_stopping():
                 return
-            self._set_accepting(self.alive and self.free > 0
-                                and self.connections - len(self.parked) < self.max_connections)
-            events = self._select(self._next_timeout())
-            for key, _ in events:
-                data = key.data
-                if data is None:
-                    self._drain_wake_pipe()
-                elif isinstance(data, Client):
-                    self._unpark(data)
-            self._collect()
-            self._dispatch()
-            now = time.monotonic()
-            self._expire_parked(now)
-            self._check_requests(now)
+            self._pause(self._main_timeout())
+            self._check_requests(time.monotonic())
             self.on_idle()
 
-    def _select(self, timeout: float) -> list[tuple[selectors.SelectorKey, int]]:
+    def _main_timeout(self) -> float:
+        if not self.alive and self.give_up_at:
+            return max(0.0, min(self.beat_interval, self.give_up_at - time.monotonic()))
+        return self.beat_interval
+
+    def _pause(self, timeout: float) -> None:
+        """Sleep up to ``timeout``, or until a thread or a signal wakes us."""
         try:
             self.waiting = True
-            events = self.selector.select(timeout) if self.alive or not self.draining else []
+            select.select([self._tick_r], [], [], timeout)
             self.waiting = False
-            return events
-        except StopWaiting:  # TERM: stop now, serve what is in hand
-            return []
+        except StopWaiting:  # a stop or a retirement: act on it now
+            return
+        _drain(self._tick_r)
 
-    def _next_timeout(self) -> float:
+    # --- the threads: choosing the next job, and leading
+
+    def _next_job(self) -> Any:
+        """The next connection for this thread to serve; None: end the thread."""
+        with self.lock:
+            while not self.quit:
+                if not self.alive:
+                    self._act_on_stop()
+                job = self._take()
+                if job is not None:
+                    return job
+                self._lead()
+            return None
+
+    def _take(self) -> Any:
+        """New connections from the listen queue and kept ones that spoke take
+        turns while both wait, so that neither the clients already connected
+        nor the ones still queued are starved (fair accept: a connection is
+        taken only for a thread free now, this one)."""
+        ready = self.ready
+        if (self._accept_turn or not ready) and self.alive:
+            # With nothing else to do, the listeners' state comes from the wait
+            # (they are watched); otherwise one poll(0) asks.
+            reported = self._reported
+            if reported or ready:
+                self._reported = []
+                job = self._accept_one(reported or self._listen_queue.poll(0))
+                if job is not None:
+                    self._accept_turn = False
+                    return job
+        if ready:
+            self._accept_turn = True
+            return ready.popleft()
+        return None
+
+    def _lead(self) -> None:
+        """Wait on the selector for work, as the leader."""
+        self._set_accepting(self.alive and
+                            self.connections - len(self.parked) < self.max_connections)
+        parked = self.parked
+        for fd in self.poller.wait(self._lead_timeout()):
+            client = parked.pop(fd, None)
+            if client is not None:
+                self.ready.append(client)
+            elif fd == self._wake_r:
+                _drain(fd)
+            elif fd in self._by_fd:
+                self._reported.append((fd, 0))
+        self._expire_parked(time.monotonic())
+
+    def _lead_timeout(self) -> float:
         timeout = self.beat_interval
         if self.parked:
-            oldest = next(iter(self.parked.values()))
+            _, oldest = _oldest(self.parked)
             timeout = min(timeout, max(0.0, oldest.idle_since + self.keepalive - time.monotonic()))
         return timeout
 
@@ -154,16 +327,16 @@ class GThreadWorker(ConnectionServer):
         self.accepting = on
         for listener in self.listeners:
             if on:
-                self.selector.register(listener.fileno(), selectors.EVENT_READ, listener)
+                self.poller.watch(listener.fileno())
             else:
-                self.selector.unregister(listener.fileno())
+                self.poller.unwatch(listener.fileno())
 
-    def _accept_one(self) -> bool:
-        """Take one connection from a listen queue for a free thread; False if
-        none was waiting (or another worker took it first)."""
+    def _accept_one(self, readable: list[tuple[int, int]]) -> Any:
+        """One connection from a readable listen queue, as a job; None if none
+        was waiting (or another worker took it first)."""
         if self.connections - len(self.parked) >= self.max_connections:
-            return False
-        for fd, _ in self._listen_queue.poll(0):
+            return None
+        for fd, _ in readable:
             listener = self._by_fd[fd]
             try:
                 sock, addr = self.accepts[listener]()
@@ -171,13 +344,12 @@ class GThreadWorker(ConnectionServer):
                 continue  # another worker took it
             except OSError as exc:
                 self._accept_failed(exc)
-                return False
+                return None
             if self.connections >= self.max_connections:
                 self._close_oldest_parked()
-            self.connections += 1
-            self._run(("new", listener, sock, addr))
-            return True
-        return False
+            self.opened += 1
+            return (listener, sock, addr)
+        return None
 
     def _accept_failed(self, exc: OSError) -> None:
         self.log.warning("accept() failed: %s", exc)
@@ -185,117 +357,96 @@ class GThreadWorker(ConnectionServer):
             self._set_accepting(False)
             time.sleep(0.1)  # out of descriptors: do not spin on a readable socket
 
-    def _run(self, job: Any) -> None:
-        self.free -= 1
-        self.jobs.put(job)
-
-    def _collect(self) -> None:
-        """Take back the threads that ended a job, and park the kept connections."""
-        finished = self.finished
-        while finished:
-            if finished.popleft():
-                self.connections -= 1
-            self.free += 1
-        returned = self.returned
-        while returned:
-            self._park(returned.popleft())
-
     def _park(self, client: Client) -> None:
-        if self.draining:  # a full stop: idle connections are closed at once
-            self._drop(client)
-            return
+        """Keep an idle connection, taking no thread: any thread, no lock. The
+        client is in ``parked`` before its descriptor is armed, so the leader
+        finds it when it speaks; if the leader closes it in between (at the
+        --worker-connections limit), arming a closed descriptor does nothing."""
         client.idle_since = time.monotonic()
         fd = client.fileno()
         self.parked[fd] = client
-        self.selector.register(fd, selectors.EVENT_READ, client)
+        self.poller.arm(fd)
 
-    def _unpark(self, client: Client) -> None:
-        fd = client.fileno()
-        self.selector.unregister(fd)
-        del self.parked[fd]
-        self.ready.append(client)
-
-    def _dispatch(self) -> None:
-        """Give free threads work: kept connections that spoke, and new ones
-        from the listen queue, taking turns while both wait, so that neither
-        the clients already connected nor the ones still queued are starved
-        (fair accept: a connection is taken only for a thread free now)."""
-        ready = self.ready
-        while self.free > 0:
-            if (self._accept_turn or not ready) and self.alive and self._accept_one():
-                self._accept_turn = False
-            elif ready:
-                self._run(ready.popleft())
-                self._accept_turn = True
-            else:
-                return
-
-    def _drop(self, client: Client) -> None:
+    def _drop_parked(self, fd: int, client: Client) -> None:
+        self.poller.disarm(fd)
         close(client.sock)
-        self.connections -= 1
+        self.opened -= 1
 
     def _close_oldest_parked(self) -> None:
-        if not self.parked:
-            return
-        fd, client = next(iter(self.parked.items()))
-        self.selector.unregister(fd)
-        del self.parked[fd]
-        self._drop(client)
+        if self.parked:
+            fd, client = _oldest(self.parked)
+            del self.parked[fd]
+            self._drop_parked(fd, client)
 
     def _expire_parked(self, now: float) -> None:
         """Close connections idle for their whole --keep-alive window."""
         parked = self.parked
         limit = now - self.keepalive
         while parked:
-            fd, client = next(iter(parked.items()))
+            fd, client = _oldest(parked)
             if client.idle_since > limit:
                 return
-            self.selector.unregister(fd)
             del parked[fd]
-            self._drop(client)
-
-    def _drain_wake_pipe(self) -> None:
-        try:
-            while os.read(self._wake_r, 4096):
-                pass
-        except (BlockingIOError, InterruptedError):
-            pass
+            self._drop_parked(fd, client)
 
     def _wake(self) -> None:
-        try:
-            os.write(self._wake_w, b"\0")
-        except (BlockingIOError, InterruptedError):
-            pass  # the pipe is full: the main thread is awake anyway
+        _poke(self._wake_w)
 
     def _may_keep(self) -> bool:
-        """Asked as each response head is written. A retiring worker says close;
-        so does a worker whose kept connections are waiting for a thread: its
-        clients then reconnect through the shared listen queue, where another
-        worker (or a new one, with --workers-max) can serve them, instead of
-        queueing inside this one."""
-        return self.alive and not self.ready
+        """Asked as each response head is written. A retiring worker says close.
+        So, now and then, does a worker whose kept connections are waiting for
+        a thread (more of them are ready than threads are free to take them):
+        one client every REBALANCE_SECONDS then reconnects through the shared
+        listen queue, where another worker (or a new one, with --workers-max)
+        can serve it, instead of queueing inside this one. Not when clients
+        already wait in the listen queue: then no worker has a thread free to
+        take them, and a client sent there would wait as long."""
+        ready = self.ready
+        if not ready or len(ready) <= self.free.count(True) or not self.alive:
+            return self.alive
+        now = time.monotonic()
+        if now < self._next_rebalance:
+            return True
+        # (Not the lock holder's poll object: one may not be polled twice at once.)
+        if select.select(self._listener_fds, (), (), 0)[0]:
+            return True
+        self._next_rebalance = now + REBALANCE_SECONDS
+        return False
 
     # --- stopping
+
+    def _act_on_stop(self) -> None:
+        """In a thread, under the lock, once the worker is not alive: accept no
+        more; in a full stop, close the parked connections and take what is
+        already in the listen queue."""
+        self._set_accepting(False)
+        if self.draining:
+            self._drain_listen_queue()
+            parked = self.parked
+            while parked:
+                fd, client = parked.popitem()
+                self._drop_parked(fd, client)
+        if not self.stop_seen:
+            self.stop_seen = True
+            _poke(self._tick_w)
 
     def _finished_stopping(self) -> bool:
         """A retiring or stopping worker is done once it holds no connection
         (only the ones stuck past --timeout, after a request timeout)."""
-        self._set_accepting(False)
-        if self.draining:
-            self._drain_listen_queue()
-            for client in list(self.parked.values()):
-                self.selector.unregister(client.fileno())
-                self._drop(client)
-            self.parked.clear()
-        self._dispatch()
+        if not self.stop_seen:
+            self._wake()  # the leader acts on the stop
         if self.give_up_at and time.monotonic() > self.give_up_at:
             self.log.error("worker %s: requests still running after --graceful-timeout; "
                            "exiting", self.pid)
             self._exit(EXIT_REQUEST_TIMEOUT)
-        busy = self.connections - len(self.parked) - len(self.ready)
-        if self.stuck and busy <= len(self.stuck) and not self.parked and not self.ready:
+        # Read without the lock, which a waiting leader holds: a connection
+        # passing between parked, ready and a thread counts as busy for a
+        # moment, never as neither.
+        connections, parked, ready = self.connections, len(self.parked), len(self.ready)
+        busy = connections - parked - ready
+        if self.stuck and busy <= len(self.stuck) and not parked and not ready:
             self._exit(EXIT_REQUEST_TIMEOUT)  # the stuck threads cannot be joined
-        return self.connections == 0
+        return self.stop_seen and connections == 0
 
     def _drain_listen_queue(self) -> None:
         """A full stop: serve what is already queued, then take no more.
@@ -303,21 +454,17 @@ class GThreadWorker(ConnectionServer):
         The master has closed its copies of the listeners; connections left
         in the queue would be reset when the last worker closes its own."""
         for listener, accept in self.accepts.items():
-            if not listener.per_worker and not self.draining:
-                continue
             while True:
                 try:
                     sock, addr = accept()
-                except (BlockingIOError, InterruptedError):
+                except OSError:  # BlockingIOError: empty
                     break
-                except OSError:
-                    break
-                self.connections += 1
-                self.ready.append(("new", listener, sock, addr))
+                self.opened += 1
+                self.ready.append((listener, sock, addr))
 
     def stop_threads(self) -> None:
-        for _ in self.pool:
-            self.jobs.put(None)
+        self.quit = True
+        self._wake()
         deadline = time.monotonic() + 1.0
         for thread in self.pool:
             thread.join(max(0.0, deadline - time.monotonic()))
@@ -379,36 +526,56 @@ class GThreadWorker(ConnectionServer):
 
     # --- the pool threads
 
-    def _follows(self, client: Client) -> bool:
-        """Whether this thread should serve the client's next request itself:
-        only while some thread is idle and nothing waits for one (so nobody is
-        kept waiting by it), and only if the request comes within
-        FOLLOW_SECONDS. It saves handing the connection to the selector and
-        back, two thread switches, for a client that sends at once."""
-        if self.free <= 0 or self.ready or not self.alive:
-            return False
-        poller = select.poll()
-        poller.register(client.fileno(), select.POLLIN)
-        return bool(poller.poll(FOLLOW_SECONDS * 1000))
-
     def _thread_main(self, index: int) -> None:
-        jobs = self.jobs
+        closed_by = self.closed_by
+        free = self.free
         while True:
-            job = jobs.get()
+            free[index] = True
+            try:
+                job = self._next_job()
+            except Exception as exc:  # a bug, or the selector failed: never lose the thread
+                self._scheduling_failed(exc)
+                continue
+            finally:
+                free[index] = False
             if job is None:
                 return
             closed = True
             try:
                 closed = self._serve(index, job)
             finally:
-                self.finished.append(closed)
-                self._wake()
+                if closed:
+                    closed_by[index] += 1
+                    if not self.alive:
+                        _poke(self._tick_w)  # perhaps the last one
+
+    def _scheduling_failed(self, exc: Exception) -> None:
+        """Log it, and retire the worker: its requests in flight finish (up to
+        --graceful-timeout) and a fresh worker replaces it."""
+        self.log.traceback("gthread worker: choosing the next connection failed", exc)
+        if self.alive:
+            self.alive = False
+            self.give_up_at = time.monotonic() + self.cfg.graceful_timeout
+            self.slot.ask_to_retire(self.requests)
+            self._wake_master()
+        _poke(self._tick_w)
+        time.sleep(0.1)  # if it fails again at once, do not spin
+
+    def _follows(self, client: Client) -> bool:
+        """Whether this thread should serve the client's next request itself:
+        only while another thread is free (so a leader watches the others)
+        and nothing waits for one, and only if the request comes within
+        FOLLOW_SECONDS. It saves parking the connection and, when the client
+        sends at once, a promotion: a thread switch or two."""
+        if self.ready or not self.alive or self.free.count(True) == 0:
+            return False
+        return bool(select.select((client.sock,), (), (), FOLLOW_SECONDS)[0])
 
     def _serve(self, index: int, job: Any) -> bool:
         """Serve one connection while it has requests; True if it was closed,
-        False if it was handed back to be parked."""
+        False if it was parked."""
         if isinstance(job, tuple):
-            _, listener, sock, addr = job
+            listener, sock, addr = job
             client = self.open_client(listener, sock, addr, index)
             if client is None:
                 return True
@@ -424,10 +591,36 @@ class GThreadWorker(ConnectionServer):
             step = CLOSE
             self.connection_failed(exc)
         if step == NEXT and not self.draining:
-            self.returned.append(client)
+            self._park(client)
             return False
         self.close_client(client, step)
         return True
+
+
+def _oldest(parked: dict[int, Client]) -> tuple[int, Client]:
+    """The connection parked longest (``parked`` is not empty). Threads park
+    connections while the leader looks: a dict iterator fails when the dict
+    grows under it, so look again."""
+    while True:
+        try:
+            return next(iter(parked.items()))
+        except RuntimeError:
+            continue
+
+
+def _poke(fd: int) -> None:
+    try:
+        os.write(fd, b"\0")
+    except (BlockingIOError, InterruptedError):
+        pass  # the pipe is full: its reader is awake anyway
+
+
+def _drain(fd: int) -> None:
+    try:
+        while os.read(fd, 4096):
+            pass
+    except (BlockingIOError, InterruptedError):
+        pass
 
 
 __all__ = ["EXIT_REQUEST_TIMEOUT", "GThreadWorker"]
