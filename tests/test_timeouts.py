@@ -59,9 +59,13 @@ def test_boot_timeout_at_first_start_stops_the_server(test_app):
     log = server.log_text()
     assert log.count("the application did not finish loading within --boot-timeout 1 s") == 1
     assert "Shutting down: the application could not be loaded" in log
-    # The two workers were aborted (each says where it was stuck), none started again.
-    assert log.count("[CRITICAL] WORKER TIMEOUT") == 2
-    assert log.count("while loading the application; stack of the stuck worker") == 2
+    # A worker aborted says where it was stuck, and none is started again. Both
+    # workers usually reach the timeout in the same look; one whose boot began
+    # a little later may be stopped with the server before its own (a loaded
+    # machine), so at least one stack, and one for every abort.
+    aborted = log.count("[CRITICAL] WORKER TIMEOUT")
+    assert 1 <= aborted <= 2
+    assert log.count("while loading the application; stack of the stuck worker") == aborted
     assert "slowboot.py" in log
     assert len(log.splitlines()) < 150
 
