@@ -800,6 +800,8 @@ class Arbiter:
         self.stop_deadline = time.monotonic() + limit
         for record in self.workers.values():
             record.retiring = True
+            if record.aborted_at and not record.killed:
+                continue  # writing where it was stuck: SIGKILL after its grace (murder)
             self._kill(record.pid, sig)
 
     def _stop_listening(self) -> None:

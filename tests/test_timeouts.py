@@ -59,10 +59,10 @@ def test_boot_timeout_at_first_start_stops_the_server(test_app):
     log = server.log_text()
     assert log.count("the application did not finish loading within --boot-timeout 1 s") == 1
     assert "Shutting down: the application could not be loaded" in log
-    # A worker aborted says where it was stuck, and none is started again. Both
-    # workers usually reach the timeout in the same look; one whose boot began
-    # a little later may be stopped with the server before its own (a loaded
-    # machine), so at least one stack, and one for every abort.
+    # A worker aborted says where it was stuck (the stop that follows leaves it
+    # its grace to do so), and none is started again. Both workers usually
+    # reach the timeout in the same look; one whose boot began a little later
+    # may be stopped with the server before its own (on a loaded machine).
     aborted = log.count("[CRITICAL] WORKER TIMEOUT")
     assert 1 <= aborted <= 2
     assert log.count("while loading the application; stack of the stuck worker") == aborted
