@@ -238,10 +238,12 @@ def _answer_plain_http(tls: ssl.SSLSocket) -> None:
         os.write(fd, PLAIN_HTTP_RESPONSE)
         tls.shutdown(socket.SHUT_WR)  # the client sees the end of our answer
         deadline = time.monotonic() + LINGER_SECONDS
+        poller = select.poll()  # not select(): the descriptor may be 1024 or above
+        poller.register(fd, select.POLLIN)
         drained = 0
         while drained < LINGER_BYTES:
             remaining = deadline - time.monotonic()
-            if remaining <= 0 or not select.select([fd], [], [], remaining)[0]:
+            if remaining <= 0 or not poller.poll(remaining * 1000):
                 break
             data = os.read(fd, 4096)
             if not data:

@@ -137,6 +137,41 @@ def test_three_hundred_idle_keep_alive_connections_do_not_delay_a_new_client(tes
             conn.close()
 
 
+def test_a_connection_past_descriptor_1023_is_kept_alive_like_any_other(test_app):
+    # Regression: select.select() refuses descriptors of 1024 and above
+    # (FD_SETSIZE), so waiting a moment for such a connection's next request
+    # failed, and the connection was closed after a response that had said
+    # keep-alive: the client's next request on it was lost.
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = 4096
+    if hard != resource.RLIM_INFINITY and hard < wanted:
+        pytest.skip(f"needs {wanted} descriptors, the hard limit is {hard}")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, wanted), hard))
+    idle = []
+    try:
+        server = test_app(APP, workers=1, threads=4, keepalive=60, worker_connections=3000,
+                          **GTHREAD)
+        for _ in range(1050):  # the worker's next descriptor is past 1023
+            conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+            conn.request("GET", "/")
+            conn.getresponse().read()
+            idle.append(conn)
+        high = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+        idle.append(high)
+        for _ in range(3):
+            high.request("GET", "/")
+            response = high.getresponse()
+            assert response.status == 200 and not response.will_close
+            response.read()
+        assert "Traceback" not in server.log_text(), server.log_text()[-3000:]
+    finally:
+        for conn in idle:
+            conn.close()
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
 def test_max_requests_under_keep_alive_load_loses_no_request(test_app):
     server = test_app(APP, workers=2, threads=4, keepalive=2, max_requests=30, **GTHREAD)
     with ClientPool(server.port, clients=4, per_client=150) as pool:

@@ -390,3 +390,35 @@ def test_keyfile_without_certfile_is_a_settings_error(certs):
     proc = run_prefork(["--keyfile", certs["server.key"], "basic:hello"], APPS)
     assert proc.returncode == 2
     assert proc.stderr.strip() == "prefork: error: --keyfile has no effect without --certfile"
+
+
+def test_plain_http_answer_on_a_descriptor_past_1023():
+    # Regression: the lingering read after the plain-HTTP answer waited with
+    # select(), which refuses descriptors of 1024 and above (a busy worker's).
+    import fcntl
+    import resource
+
+    from prefork.tls import PLAIN_HTTP_RESPONSE, _answer_plain_http
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 2048:
+        pytest.skip(f"needs descriptors above 1024, the hard limit is {hard}")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 2048), hard))
+    server_end, client = socket.socketpair()
+    try:
+        high = socket.socket(fileno=fcntl.fcntl(server_end.fileno(), fcntl.F_DUPFD, 1500))
+        server_end.close()
+        assert high.fileno() >= 1024
+        tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).wrap_socket(
+            high, server_side=True, do_handshake_on_connect=False)
+        client.settimeout(10)
+        client.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        _answer_plain_http(tls)  # raised ValueError: filedescriptor out of range
+        received = b""
+        while chunk := client.recv(65536):
+            received += chunk
+        assert received == PLAIN_HTTP_RESPONSE
+        tls.close()
+    finally:
+        client.close()
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))

@@ -56,7 +56,7 @@ from typing import Any
 
 from ..http.connection import CLOSE, NEXT
 from .base import StopWaiting
-from .io import acceptor, close
+from .io import acceptor, close, readable
 from .serving import Client, ConnectionServer
 
 # After a response on a kept connection, how long the thread that served it
@@ -408,7 +408,7 @@ class GThreadWorker(ConnectionServer):
         if now < self._next_rebalance:
             return True
         # (Not the lock holder's poll object: one may not be polled twice at once.)
-        if select.select(self._listener_fds, (), (), 0)[0]:
+        if readable(self._listener_fds, 0):
             return True
         self._next_rebalance = now + REBALANCE_SECONDS
         return False
@@ -569,7 +569,7 @@ class GThreadWorker(ConnectionServer):
         sends at once, a promotion: a thread switch or two."""
         if self.ready or not self.alive or self.free.count(True) == 0:
             return False
-        return bool(select.select((client.sock,), (), (), FOLLOW_SECONDS)[0])
+        return readable((client.fileno(),), FOLLOW_SECONDS)
 
     def _serve(self, index: int, job: Any) -> bool:
         """Serve one connection while it has requests; True if it was closed,

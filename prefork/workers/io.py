@@ -17,7 +17,7 @@ import select
 import socket
 import time
 from _socket import socket as Connection
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from .. import SERVER_SOFTWARE
@@ -49,6 +49,16 @@ _SENDFILE_UNSUPPORTED = {errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENO
 class ClientGone(Exception):
     """An operation on the client's connection failed: it is closed, reset,
     or the client stopped reading. Never an error of the application."""
+
+
+def readable(fds: Iterable[int], timeout: float) -> bool:
+    """Whether one of ``fds`` becomes readable within ``timeout`` seconds. With
+    a poll object of its own, so any thread may ask at any time, and unlike
+    select() for descriptors of 1024 and above too."""
+    poller = select.poll()
+    for fd in fds:
+        poller.register(fd, select.POLLIN)
+    return bool(poller.poll(timeout * 1000))
 
 
 def acceptor(listener: Listener) -> Callable[[], tuple[Connection, Any]]:
