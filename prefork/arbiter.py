@@ -535,7 +535,7 @@ class Arbiter:
             record = verdict.record
             if verdict.action == TORN:
                 self.log.debug("Worker %s: impossible heartbeat %r (a torn read), not a timeout",
-                               record.pid, verdict.silent)
+                               record.pid, verdict.beat)
             elif verdict.action == KILL:
                 if verdict.late:
                     self.log.warning("Worker %s did not stop in time; killing it", record.pid)

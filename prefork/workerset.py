@@ -62,7 +62,8 @@ class Phase(str, enum.Enum):
 class Verdict:
     record: WorkerRecord
     action: str  # ABORT, KILL or TORN
-    silent: float = 0.0  # ABORT: seconds without a beat; TORN: the impossible beat read
+    silent: float = 0.0  # ABORT: seconds without a beat
+    beat: float = 0.0  # TORN: the impossible beat that was read
     booting: bool = False  # ABORT: stuck loading the application (--boot-timeout)
     late: bool = False  # KILL: still running at the stop's deadline (else: ignored its SIGABRT)
 
@@ -121,7 +122,8 @@ class WorkerSet:
         plan = Plan()
         missing = size - len(keep)
         if missing > 0 and now >= self.spawn_after:
-            plan.spawn = min(missing, self.boot_slots(records, now))
+            # With --preload there is nothing to load: every missing worker at once.
+            plan.spawn = missing if self.preloaded else min(missing, self.boot_slots(records, now))
         ready_kept = sum(1 for r in keep if r.ready)
         ready_stale = [r for r in stale if r.ready]
         spare = max(0, ready_kept + len(ready_stale) - size)
@@ -144,8 +146,6 @@ class WorkerSet:
         I/O rather than using a core, no longer holds its place.
         """
         self.boot_check = 0.0
-        if self.preloaded:
-            return self.cores * 1000  # nothing to load
         booting = 0
         for record in records:
             if record.killed or record.ready or record.slot.state() != BOOTING:
@@ -235,7 +235,7 @@ def silence(record: WorkerRecord, limit: float, clock: Callable[[], float]) -> V
         beat = slot.last_beat()
         now = clock()
         if not slot.created <= beat <= now:
-            return Verdict(record, TORN, silent=beat)
+            return Verdict(record, TORN, beat=beat)
         silent = now - beat
         if silent <= limit:
             return None

@@ -315,7 +315,7 @@ def worker(beats, ready=True, booting=False, aborted_at=0.0, killed=False):
 
 
 def actions(records, clock, timeout=30.0, boot_timeout=60.0, stop_deadline=0.0):
-    return [(v.action, round(v.silent, 3), v.booting, v.late)
+    return [(v.action, round(v.beat if v.action == TORN else v.silent, 3), v.booting, v.late)
             for v in WorkerSet().overdue(records, clock, timeout, boot_timeout, stop_deadline)]
 
 

@@ -258,7 +258,7 @@ class GThreadWorker(ConnectionServer):
         """Sleep up to ``timeout``, or until a thread or a signal wakes us."""
         try:
             self.waiting = True
-            select.select([self._tick_r], [], [], timeout)
+            readable((self._tick_r,), timeout)
             self.waiting = False
         except StopWaiting:  # a stop or a retirement: act on it now
             return

@@ -268,7 +268,7 @@ class SyncWorker(ConnectionServer):
             for fd, _ in events:
                 if fd in kept:
                     self._serve(self._unkeep(fd))
-                elif self.alive and fd in self._by_fd:
+                elif self.alive:
                     self._accept_one(self._by_fd[fd])
 
     def _accept_one(self, listener: Listener) -> None:
