@@ -20,10 +20,10 @@ from __future__ import annotations
 import argparse
 import http.client
 import os
+import shutil
 import signal
 import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -32,13 +32,14 @@ from collections import Counter
 from typing import Any
 
 from .catalog import HOST
+from .procs import ServerProcess
 from .runner import BENCH_DIR, free_port
 
 QUOTA = 200
 
 
 class Server:
-    """A prefork subprocess with its own sd_notify socket."""
+    """A prefork subprocess (its own process group) with its own sd_notify socket."""
 
     def __init__(self, tree: str, args: list[str], env: dict[str, str] | None = None) -> None:
         self.dir = tempfile.mkdtemp(prefix="handover-")
@@ -50,9 +51,14 @@ class Server:
         child_env["NOTIFY_SOCKET"] = self.notify.getsockname()
         argv = [sys.executable, "-m", "prefork", "-b", f"{HOST}:{self.port}",
                 "--log-level", "warning", *args]
+        self.process = ServerProcess("prefork", argv, child_env, BENCH_DIR,
+                                     os.path.join(self.dir, "log"))
         self.started = time.perf_counter()
-        self.proc = subprocess.Popen(argv, env=child_env, cwd=BENCH_DIR, start_new_session=True,
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.process.start()
+
+    @property
+    def pid(self) -> int:
+        return self.process.pgid
 
     def wait_ready(self, timeout: float = 30.0) -> float:
         """Seconds until the next READY=1, from now."""
@@ -68,16 +74,9 @@ class Server:
                 return time.perf_counter() - begun
 
     def stop(self) -> None:
-        try:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            self.proc.wait(10)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            try:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            self.proc.wait(10)
+        self.process.stop(10.0, whole_group=False)  # SIGKILL to the group if it lingers
         self.notify.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 def measure_ready(tree: str) -> float:
@@ -93,7 +92,7 @@ def measure_reload(tree: str) -> float:
     server = Server(tree, ["-w", "2", "apps:hello"])
     try:
         server.wait_ready()
-        os.kill(server.proc.pid, signal.SIGHUP)
+        os.kill(server.pid, signal.SIGHUP)
         return server.wait_ready()
     finally:
         server.stop()

@@ -23,13 +23,12 @@ import http.client
 import os
 import shlex
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
 import time
 
 from .catalog import HOST
+from .procs import ServerProcess
 from .runner import BENCH_DIR, free_port, server_env
 
 
@@ -45,21 +44,18 @@ def worker_instructions(extra: list[str], app: str, requests: int, python: str,
     env = server_env()
     if tree:  # another checkout of prefork, e.g. an earlier commit's worktree
         env["PYTHONPATH"] = os.pathsep.join([BENCH_DIR, os.path.abspath(tree)])
-    with open(os.path.join(out, "log"), "wb") as log:
-        proc = subprocess.Popen(argv, cwd=BENCH_DIR, env=env, stdout=log,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+    server = ServerProcess("prefork", argv, env, BENCH_DIR, os.path.join(out, "log"))
+    server.start()
     try:
         conn = _connect(port, deadline=time.monotonic() + 300)
         for _ in range(requests):
             conn.request("GET", "/")
             conn.getresponse().read()
         conn.close()
-        os.kill(proc.pid, signal.SIGTERM)
-        proc.wait(300)
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(30)
+        # TERM to the master only (it stops its worker, whose callgrind file is
+        # written as it exits); the whole group is killed if it lingers.
+        server.stop(300.0, whole_group=False)
     totals = {}
     for path in glob.glob(f"{out}/cg.*"):
         pid = int(path.rsplit(".", 1)[1])
@@ -68,7 +64,7 @@ def worker_instructions(extra: list[str], app: str, requests: int, python: str,
                 if line.startswith("totals:"):
                     totals[pid] = int(line.split()[1])
     shutil.rmtree(out, ignore_errors=True)
-    workers = [count for pid, count in totals.items() if pid != proc.pid]
+    workers = [count for pid, count in totals.items() if pid != server.pgid]
     if len(workers) != 1:
         raise SystemExit(f"expected one worker's callgrind file, found {sorted(totals)}")
     return workers[0]
