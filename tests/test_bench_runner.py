@@ -131,3 +131,15 @@ def test_stop_kills_the_whole_group_when_terminating_the_leader_is_not_enough(tm
     finally:
         srv.send(signal.SIGKILL, whole_group=True)
         srv.reap()
+
+
+def test_recycle_floor_measures_forks_and_prints_a_ceiling_below_one():
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.recycle_floor", "--app", "raw", "-n", "20", "-r", "10",
+         "--per-request", "50"],
+        cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert any(line.strip().startswith("fork + exit: parent") for line in lines), proc.stdout
+    ceilings = [float(line.rsplit(":", 1)[1]) for line in lines if line.startswith("ceiling")]
+    assert len(ceilings) == 2 and all(0.0 < c < 1.0 for c in ceilings), proc.stdout

@@ -64,6 +64,29 @@ def test_one_worker_serves_as_many_waiting_requests_at_once_as_it_has_threads(te
     assert "Using worker: gthread" in server.log_text()
 
 
+def test_a_request_that_waits_lends_its_thread_place_to_the_next_ones(test_app):
+    # The thread serving a request keeps the leadership (for CPU-bound apps);
+    # one whose request waits must hand it over, or this worker's other
+    # thread would sit idle while new requests queue behind the waiting one.
+    server = test_app(APP, workers=1, threads=2, **GTHREAD)
+    slow = {}
+    thread = threading.Thread(target=lambda: slow.update(get_json(server.url + "/sleep?5")))
+    thread.start()
+    try:
+        time.sleep(0.3)  # a head start for the slow request (checked below)
+        started = time.monotonic()
+        quick = [get_json(server.url + "/")]
+        first = time.monotonic() - started  # the hand-over: about 1 ms, never a beat (1 s)
+        quick += [get_json(server.url + "/") for _ in range(19)]
+        elapsed = time.monotonic() - started
+        assert thread.is_alive(), "the quick requests waited for the slow one"
+    finally:
+        thread.join(15)
+    assert {r["pid"] for r in quick} == {slow["pid"]}
+    assert slow["start"] < min(r["start"] for r in quick)  # it was waiting all along
+    assert first < 0.5 and elapsed < 3.0, (first, elapsed)
+
+
 def test_a_worker_with_no_free_thread_does_not_accept(test_app):
     # Gunicorn's gthread worker accepts while busy and queues requests inside
     # itself although another worker is idle; here they stay in the kernel's

@@ -100,6 +100,7 @@ class Worker:
         self.reopen_logs = False  # USR1 arrived: reopen the log files at the next safe point
         self.draining = 0.0  # when a full stop (TERM) began: serve the listen queue, then exit
         self.orphaned = False  # the master is gone: the kernel timer is armed
+        self._orphan_lock = threading.RLock()  # reentrant: a signal handler may come in
         self._watcher: threading.Thread | None = None
         self.pre_request = cfg.pre_request
         self.post_request = cfg.post_request
@@ -219,16 +220,26 @@ class Worker:
     def _orphan(self) -> None:
         """The master is gone: stop taking connections, and have the kernel end
         this process within min(--graceful-timeout, --timeout)."""
-        if self.orphaned:
+        # The watcher thread and the parent-death signal's handler both come
+        # here: the one that comes second waits until the first has written
+        # its line, or the process could exit with the line unwritten. Not for
+        # ever: the handler may have interrupted this thread while it held the
+        # log's lock, which the watcher needs to write.
+        if not self._orphan_lock.acquire(timeout=1.0):
             return
-        self.orphaned = True
-        self.alive = False
-        limits = [t for t in (self.cfg.graceful_timeout, self.cfg.timeout) if t > 0]
-        deadline = max(min(limits, default=0.0), 0.01)  # setitimer(0) would disarm it
-        self.log.warning("Worker %s: the master (pid %s) is gone; finishing the request in "
-                         "progress, exiting within %g s", self.pid, self.ppid, deadline)
-        _default_alarm()
-        signal.setitimer(signal.ITIMER_REAL, deadline)
+        try:
+            if self.orphaned:
+                return
+            self.orphaned = True
+            self.alive = False
+            limits = [t for t in (self.cfg.graceful_timeout, self.cfg.timeout) if t > 0]
+            deadline = max(min(limits, default=0.0), 0.01)  # setitimer(0) would disarm it
+            self.log.warning("Worker %s: the master (pid %s) is gone; finishing the request in "
+                             "progress, exiting within %g s", self.pid, self.ppid, deadline)
+            _default_alarm()
+            signal.setitimer(signal.ITIMER_REAL, deadline)
+        finally:
+            self._orphan_lock.release()
 
     def _bind_own_sockets(self) -> None:
         """--reuse-port: replace the master's reservations by sockets of our own."""

@@ -24,11 +24,14 @@
 # Leader/followers (Schmidt's pattern). The free threads take turns to wait
 # on the selector: one, the leader, waits; the others wait for its place.
 # When a connection is ready (a new one in the listen queue, or a parked one
-# that spoke), the leader takes it, hands the leadership to the next free
-# thread and serves the connection itself: the connection never crosses to
-# another thread, and only the promotion, off the request's path, costs a
-# thread switch. Under load no thread waits at all: a thread that ends a
-# job takes the next one at once. A parked connection's descriptor is armed
+# that spoke), the leader takes it and serves it itself: the connection never
+# crosses to another thread. It keeps the leadership while it serves, so no
+# thread is woken for it; a thread that ends a job takes it over, and the
+# main thread passes it to a free thread if the job runs HANDOFF_SECONDS.
+# A CPU-bound application thus runs on one thread at a time (no GIL hand-offs
+# between runnable threads), and one that waits still uses every thread.
+# Under load no thread waits at all: a thread that ends a job takes the next
+# one at once. A parked connection's descriptor is armed
 # for one event (EPOLLONESHOT), so it is reported to one leader once, and
 # parking it again is one system call. Only the leader takes events, accepts,
 # and closes parked connections, so none of these races another. The main
@@ -70,6 +73,15 @@ FOLLOW_SECONDS = 0.002
 # some that stayed (new and kept connections take turns), so more often
 # widens the spread of waits: measured in docs/performance.md.
 REBALANCE_SECONDS = 0.1
+# A thread that takes a job keeps the leadership while it serves: nobody is
+# woken for it, and a thread that ends a job (this one, or another) takes
+# the selector back without a thread switch. Only if the job runs this long
+# (the application waits on something, or works long) does the main thread
+# pass the leadership to a free thread. A CPU-bound application then runs on
+# one thread at a time, without the GIL hand-offs two runnable threads cost
+# at every system call; one that waits lends its place within this long.
+# Measured in docs/performance.md.
+HANDOFF_SECONDS = 0.001
 # Exit status of a worker that stopped because a request ran past --timeout.
 EXIT_REQUEST_TIMEOUT = 6
 
@@ -188,6 +200,18 @@ class GThreadWorker(ConnectionServer):
         # ready queue, the accept turn, the closing of parked connections and
         # ``opened`` change only under it.
         self.lock = threading.Lock()
+        # The leadership is ``lock``: held by the thread choosing its next job
+        # (waiting on the selector, as the leader), or by the thread serving
+        # the job it took (``serving``, since ``serving_since``), whose place
+        # on the selector is empty until a thread takes it over: one ending a
+        # job, or a free one the main thread wakes after HANDOFF_SECONDS.
+        # ``baton`` makes each change of ``serving`` one step.
+        self.baton = threading.Lock()
+        self.serving: int | None = None
+        self.serving_since = 0.0
+        self._main_wakes_at = 0.0  # when the main thread's pause ends at the latest
+        self.jobs = 0  # taken so far; the main thread looks in steps while they come
+        self._jobs_seen = 0
         # Connections open (being served, parked, or waiting for a thread):
         # ``opened`` less those each thread closed, counted per thread so that
         # a thread need not wait for the lock (held by a waiting leader) to
@@ -246,13 +270,39 @@ class GThreadWorker(ConnectionServer):
             if not self.alive and self._finished_stopping():
                 return
             self._pause(self._main_timeout())
-            self._check_requests(time.monotonic())
+            now = time.monotonic()
+            self._hand_off(now)
+            self._check_requests(now)
             self.on_idle()
 
     def _main_timeout(self) -> float:
+        # Set before ``serving`` is read, as a thread that starts serving sets
+        # ``serving`` before it reads this: one of the two sees the other.
+        self._main_wakes_at = float("inf")
+        timeout = self.beat_interval
+        now = time.monotonic()
         if not self.alive and self.give_up_at:
-            return max(0.0, min(self.beat_interval, self.give_up_at - time.monotonic()))
-        return self.beat_interval
+            timeout = min(timeout, self.give_up_at - now)
+        if self.thread_count > 1:
+            # Watch the thread serving as leader; while jobs keep coming, look
+            # every HANDOFF_SECONDS rather than be woken for each.
+            if self.serving is not None:
+                timeout = min(timeout, self.serving_since + HANDOFF_SECONDS - now)
+            elif self.jobs != self._jobs_seen:
+                timeout = min(timeout, HANDOFF_SECONDS)
+            self._jobs_seen = self.jobs
+        timeout = max(0.0, timeout)
+        self._main_wakes_at = now + timeout
+        return timeout
+
+    def _hand_off(self, now: float) -> None:
+        """Give the selector to a free thread if the thread holding the
+        leadership has served its job for HANDOFF_SECONDS."""
+        with self.baton:
+            if self.serving is None or now - self.serving_since < HANDOFF_SECONDS:
+                return
+            self.serving = None
+            self.lock.release()  # a free thread, if any, waits for it
 
     def _pause(self, timeout: float) -> None:
         """Sleep up to ``timeout``, or until a thread or a signal wakes us."""
@@ -267,16 +317,37 @@ class GThreadWorker(ConnectionServer):
     # --- the threads: choosing the next job, and leading
 
     def _next_job(self) -> Any:
-        """The next connection for this thread to serve; None: end the thread."""
-        with self.lock:
-            while not self.quit:
-                if not self.alive:
-                    self._act_on_stop()
-                job = self._take()
-                if job is not None:
-                    return job
-                self._lead()
-            return None
+        """The next connection for this thread to serve, the lock held; None:
+        end the thread."""
+        while not self.quit:
+            if not self.alive:
+                self._act_on_stop()
+            job = self._take()
+            if job is not None:
+                return job
+            self._lead()
+        return None
+
+    def _start_serving(self, index: int) -> None:
+        """Keep the leadership while serving the job just taken."""
+        with self.baton:
+            self.serving = index
+            self.serving_since = since = time.monotonic()
+            self.jobs += 1
+        if self._main_wakes_at > since + HANDOFF_SECONDS and self.thread_count > 1:
+            # The main thread would sleep on: it is to look at this job in time.
+            self._main_wakes_at = 0.0
+            _poke(self._tick_w)
+
+    def _lead_after(self, index: int) -> bool:
+        """After a job: whether this thread holds the leadership now, kept
+        (nobody took it while it served) or taken over from the thread
+        serving with it (whose place on the selector is empty)."""
+        with self.baton:
+            if self.serving is None:
+                return False
+            self.serving = None
+            return True
 
     def _take(self) -> Any:
         """New connections from the listen queue and kept ones that spoke take
@@ -529,21 +600,32 @@ class GThreadWorker(ConnectionServer):
     def _thread_main(self, index: int) -> None:
         closed_by = self.closed_by
         free = self.free
+        lock = self.lock
+        leading = False  # this thread holds the lock
         while True:
             free[index] = True
             try:
+                if not leading:
+                    lock.acquire()
+                    leading = True
                 job = self._next_job()
             except Exception as exc:  # a bug, or the selector failed: never lose the thread
+                if leading:
+                    leading = False
+                    lock.release()
                 self._scheduling_failed(exc)
                 continue
             finally:
                 free[index] = False
             if job is None:
+                lock.release()  # to the next thread, to end too
                 return
+            self._start_serving(index)
             closed = True
             try:
                 closed = self._serve(index, job)
             finally:
+                leading = self._lead_after(index)
                 if closed:
                     closed_by[index] += 1
                     if not self.alive:
@@ -561,13 +643,14 @@ class GThreadWorker(ConnectionServer):
         _poke(self._tick_w)
         time.sleep(0.1)  # if it fails again at once, do not spin
 
-    def _follows(self, client: Client) -> bool:
+    def _follows(self, client: Client, index: int) -> bool:
         """Whether this thread should serve the client's next request itself:
         only while another thread is free (so a leader watches the others)
         and nothing waits for one, and only if the request comes within
-        FOLLOW_SECONDS. It saves parking the connection and, when the client
-        sends at once, a promotion: a thread switch or two."""
-        if self.ready or not self.alive or self.free.count(True) == 0:
+        FOLLOW_SECONDS, and not by the thread holding the leadership (the
+        selector is its to watch). It saves parking the connection and, when
+        the client sends at once, a promotion: a thread switch or two."""
+        if self.ready or not self.alive or self.free.count(True) == 0 or self.serving == index:
             return False
         return readable((client.fileno(),), FOLLOW_SECONDS)
 
@@ -585,7 +668,7 @@ class GThreadWorker(ConnectionServer):
         step = CLOSE
         try:
             step = self.serve_available(client)
-            while step == NEXT and self._follows(client):
+            while step == NEXT and self._follows(client, index):
                 step = self.serve_available(client)
         except Exception as exc:
             step = CLOSE
