@@ -82,6 +82,11 @@ REBALANCE_SECONDS = 0.1
 # at every system call; one that waits lends its place within this long.
 # Measured in docs/performance.md.
 HANDOFF_SECONDS = 0.001
+# While every look finds the leader on a job younger than that (a CPU-bound
+# application), the main thread looks half as often, down to once in this
+# long: each look takes the GIL from the serving thread. A job it hands
+# over brings the looks back to every HANDOFF_SECONDS.
+LOOK_SECONDS_MAX = 0.008
 # Exit status of a worker that stopped because a request ran past --timeout.
 EXIT_REQUEST_TIMEOUT = 6
 
@@ -212,6 +217,7 @@ class GThreadWorker(ConnectionServer):
         self._main_wakes_at = 0.0  # when the main thread's pause ends at the latest
         self.jobs = 0  # taken so far; the main thread looks in steps while they come
         self._jobs_seen = 0
+        self._look = HANDOFF_SECONDS  # the main thread's step, HANDOFF_SECONDS to LOOK_SECONDS_MAX
         # Connections open (being served, parked, or waiting for a thread):
         # ``opened`` less those each thread closed, counted per thread so that
         # a thread need not wait for the lock (held by a waiting leader) to
@@ -236,6 +242,8 @@ class GThreadWorker(ConnectionServer):
             self._listen_queue.register(listener.fileno(), select.POLLIN)
         self._accept_turn = True
         self._reported: list[tuple[int, int]] = []  # listeners the last wait found readable
+        self._all_listeners = [(fd, 0) for fd in self._by_fd]
+        self._accepted = False  # the last job came from the listen queue
         self.accepting = False
         self._next_rebalance = 0.0
         self.stop_seen = False  # a thread has acted on the stop (accepts no more)
@@ -287,9 +295,9 @@ class GThreadWorker(ConnectionServer):
             # Watch the thread serving as leader; while jobs keep coming, look
             # every HANDOFF_SECONDS rather than be woken for each.
             if self.serving is not None:
-                timeout = min(timeout, self.serving_since + HANDOFF_SECONDS - now)
+                timeout = min(timeout, self.serving_since + self._look - now)
             elif self.jobs != self._jobs_seen:
-                timeout = min(timeout, HANDOFF_SECONDS)
+                timeout = min(timeout, self._look)
             self._jobs_seen = self.jobs
         timeout = max(0.0, timeout)
         self._main_wakes_at = now + timeout
@@ -300,19 +308,23 @@ class GThreadWorker(ConnectionServer):
         leadership has served its job for HANDOFF_SECONDS."""
         with self.baton:
             if self.serving is None or now - self.serving_since < HANDOFF_SECONDS:
+                if self.jobs != self._jobs_seen:  # busy, and nothing to hand over
+                    self._look = min(self._look * 2, LOOK_SECONDS_MAX)
                 return
             self.serving = None
+            self._look = HANDOFF_SECONDS
             self.lock.release()  # a free thread, if any, waits for it
 
     def _pause(self, timeout: float) -> None:
         """Sleep up to ``timeout``, or until a thread or a signal wakes us."""
         try:
             self.waiting = True
-            readable((self._tick_r,), timeout)
+            poked = readable((self._tick_r,), timeout)
             self.waiting = False
         except StopWaiting:  # a stop or a retirement: act on it now
             return
-        _drain(self._tick_r)
+        if poked:
+            _drain(self._tick_r)
 
     # --- the threads: choosing the next job, and leading
 
@@ -334,7 +346,7 @@ class GThreadWorker(ConnectionServer):
             self.serving = index
             self.serving_since = since = time.monotonic()
             self.jobs += 1
-        if self._main_wakes_at > since + HANDOFF_SECONDS and self.thread_count > 1:
+        if self._main_wakes_at > since + LOOK_SECONDS_MAX and self.thread_count > 1:
             # The main thread would sleep on: it is to look at this job in time.
             self._main_wakes_at = 0.0
             _poke(self._tick_w)
@@ -364,6 +376,14 @@ class GThreadWorker(ConnectionServer):
                 job = self._accept_one(reported or self._listen_queue.poll(0))
                 if job is not None:
                     self._accept_turn = False
+                    return job
+            elif self._accepted:
+                # New connections keep coming (Connection: close clients): try
+                # the queue at once rather than wait on the selector to say
+                # so; a miss costs one accept() that finds it empty.
+                job = self._accept_one(self._all_listeners)
+                self._accepted = job is not None
+                if job is not None:
                     return job
         if ready:
             self._accept_turn = True
@@ -405,6 +425,7 @@ class GThreadWorker(ConnectionServer):
     def _accept_one(self, readable: list[tuple[int, int]]) -> Any:
         """One connection from a readable listen queue, as a job; None if none
         was waiting (or another worker took it first)."""
+        self._accepted = False
         if self.connections - len(self.parked) >= self.max_connections:
             return None
         for fd, _ in readable:
@@ -419,6 +440,7 @@ class GThreadWorker(ConnectionServer):
             if self.connections >= self.max_connections:
                 self._close_oldest_parked()
             self.opened += 1
+            self._accepted = True
             return (listener, sock, addr)
         return None
 
