@@ -87,6 +87,61 @@ def test_a_request_that_waits_lends_its_thread_place_to_the_next_ones(test_app):
     assert first < 0.5 and elapsed < 3.0, (first, elapsed)
 
 
+def test_a_stream_of_new_connections_does_not_starve_parked_keep_alive_clients(test_app):
+    # Found in review: a leader that went from accept() to accept() while new
+    # connections kept coming never looked at the selector, where parked
+    # connections are seen to speak: a keep-alive client waited until the
+    # stream stopped (3.5 s of 4).
+    server = test_app(APP, workers=1, threads=2, keepalive=30, **GTHREAD)
+    host, port = "127.0.0.1", server.port
+    stop = threading.Event()
+
+    def closing_client():
+        while not stop.is_set():
+            try:
+                with socket.create_connection((host, port), timeout=10) as sock:
+                    sock.sendall(b"GET /spin?0.5 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                    while sock.recv(65536):
+                        pass
+            except OSError:
+                pass
+
+    kept = http.client.HTTPConnection(host, port, timeout=10)
+    kept.request("GET", "/")
+    kept.getresponse().read()
+    load = [threading.Thread(target=closing_client, daemon=True) for _ in range(6)]
+    for thread in load:
+        thread.start()
+    waits = []
+    try:
+        deadline = time.monotonic() + 3.0
+        while time.monotonic() < deadline:
+            stop.wait(0.02)  # think time: the connection is parked meanwhile
+            started = time.monotonic()
+            kept.request("GET", "/")
+            response = kept.getresponse()
+            response.read()
+            assert response.status == 200
+            waits.append(time.monotonic() - started)
+    finally:
+        stop.set()
+        for thread in load:
+            thread.join(15)
+        kept.close()
+    assert len(waits) >= 20 and max(waits) < 1.0, (len(waits), max(waits))
+
+
+def test_an_application_raising_a_base_exception_costs_neither_thread_nor_worker(test_app):
+    server = test_app(APP, workers=1, threads=2, **GTHREAD)
+    [worker] = server.worker_pids()
+    with pytest.raises(requests.RequestException):
+        requests.get(server.url + "/cancel", timeout=10)
+    results = concurrently(server.url + "/sleep?0.5", 2)  # both threads still serve
+    assert max_overlap(results) == 2
+    assert [get_json(server.url + "/")["pid"] for _ in range(10)] == [worker] * 10
+    assert "CancelledError: the application's own" in server.log_text()
+
+
 def test_a_worker_with_no_free_thread_does_not_accept(test_app):
     # Gunicorn's gthread worker accepts while busy and queues requests inside
     # itself although another worker is idle; here they stay in the kernel's

@@ -85,7 +85,9 @@ HANDOFF_SECONDS = 0.001
 # While every look finds the leader on a job younger than that (a CPU-bound
 # application), the main thread looks half as often, down to once in this
 # long: each look takes the GIL from the serving thread. A job it hands
-# over brings the looks back to every HANDOFF_SECONDS.
+# over brings the looks back to every HANDOFF_SECONDS. So a job that starts
+# waiting lends its place within HANDOFF_SECONDS to LOOK_SECONDS_MAX, plus,
+# if the serving thread computes meanwhile, the GIL's switch interval (5 ms).
 LOOK_SECONDS_MAX = 0.008
 # Exit status of a worker that stopped because a request ran past --timeout.
 EXIT_REQUEST_TIMEOUT = 6
@@ -311,9 +313,11 @@ class GThreadWorker(ConnectionServer):
                 if self.jobs != self._jobs_seen:  # busy, and nothing to hand over
                     self._look = min(self._look * 2, LOOK_SECONDS_MAX)
                 return
-            self.serving = None
-            self._look = HANDOFF_SECONDS
-            self.lock.release()  # a free thread, if any, waits for it
+            try:  # (no signal handler runs between the test above and this store)
+                self.serving = None
+                self._look = HANDOFF_SECONDS
+            finally:
+                self.lock.release()  # a free thread, if any, waits for it
 
     def _pause(self, timeout: float) -> None:
         """Sleep up to ``timeout``, or until a thread or a signal wakes us."""
@@ -377,10 +381,12 @@ class GThreadWorker(ConnectionServer):
                 if job is not None:
                     self._accept_turn = False
                     return job
-            elif self._accepted:
+            elif self._accepted and not self.parked:
                 # New connections keep coming (Connection: close clients): try
                 # the queue at once rather than wait on the selector to say
-                # so; a miss costs one accept() that finds it empty.
+                # so; a miss costs one accept() that finds it empty. Not while
+                # connections are parked: only the selector sees them speak,
+                # and a stream of new clients would starve them.
                 job = self._accept_one(self._all_listeners)
                 self._accepted = job is not None
                 if job is not None:
@@ -646,12 +652,16 @@ class GThreadWorker(ConnectionServer):
             closed = True
             try:
                 closed = self._serve(index, job)
-            finally:
-                leading = self._lead_after(index)
-                if closed:
-                    closed_by[index] += 1
-                    if not self.alive:
-                        _poke(self._tick_w)  # perhaps the last one
+            except BaseException:  # a bug: the thread ends, never with the leadership
+                if self._lead_after(index):
+                    lock.release()
+                closed_by[index] += 1
+                raise
+            leading = self._lead_after(index)
+            if closed:
+                closed_by[index] += 1
+                if not self.alive:
+                    _poke(self._tick_w)  # perhaps the last one
 
     def _scheduling_failed(self, exc: Exception) -> None:
         """Log it, and retire the worker: its requests in flight finish (up to
@@ -692,7 +702,7 @@ class GThreadWorker(ConnectionServer):
             step = self.serve_available(client)
             while step == NEXT and self._follows(client, index):
                 step = self.serve_available(client)
-        except Exception as exc:
+        except BaseException as exc:  # also the application's CancelledError & co.
             step = CLOSE
             self.connection_failed(exc)
         if step == NEXT and not self.draining:

@@ -113,7 +113,7 @@ class ConnectionServer(Worker):
             return None
         return Client(self, listener, opened, thread)
 
-    def connection_failed(self, exc: Exception) -> None:
+    def connection_failed(self, exc: BaseException) -> None:
         """Log the end of a connection that failed, at the level it deserves."""
         if isinstance(exc, StalledReader):
             self.slow_clients.dropped("stopped reading")

@@ -1,6 +1,7 @@
 """An app for the gthread tests: requests that wait (as on a database), and
 what the worker tells the application about itself."""
 
+import asyncio
 import json
 import os
 import threading
@@ -15,6 +16,12 @@ def app(environ, start_response):
         time.sleep(float(query or "0.1"))
     if path == "/stuck":
         stuck_here(float(query or "60"))
+    if path == "/spin":  # CPU for this many milliseconds
+        until = time.perf_counter() + float(query or "0.5") / 1000
+        while time.perf_counter() < until:
+            pass
+    if path == "/cancel":  # a BaseException that is not SystemExit
+        raise asyncio.CancelledError("the application's own")
     body = json.dumps({
         "pid": os.getpid(), "thread": threading.get_ident(), "start": started, "end": time.time(),
         "multithread": environ["wsgi.multithread"],
