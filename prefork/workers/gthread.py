@@ -203,6 +203,8 @@ class GThreadWorker(ConnectionServer):
         self._wake_r, self._wake_w = self._pipe()  # wakes the leader
         self._tick_r, self._tick_w = self._pipe()  # wakes the main thread
         self.poller.watch(self._wake_r)
+        self._tick_poll = select.poll()  # the main thread's pause: built once, not per look
+        self._tick_poll.register(self._tick_r, select.POLLIN)
         # Held by the leader, and by any thread choosing its next job: the
         # ready queue, the accept turn, the closing of parked connections and
         # ``opened`` change only under it.
@@ -245,7 +247,7 @@ class GThreadWorker(ConnectionServer):
         self._accept_turn = True
         self._reported: list[tuple[int, int]] = []  # listeners the last wait found readable
         self._all_listeners = [(fd, 0) for fd in self._by_fd]
-        self._accepted = False  # the last job came from the listen queue
+        self._accepted = False  # the last accept() found a connection
         self.accepting = False
         self._next_rebalance = 0.0
         self.stop_seen = False  # a thread has acted on the stop (accepts no more)
@@ -323,7 +325,7 @@ class GThreadWorker(ConnectionServer):
         """Sleep up to ``timeout``, or until a thread or a signal wakes us."""
         try:
             self.waiting = True
-            poked = readable((self._tick_r,), timeout)
+            poked = bool(self._tick_poll.poll(timeout * 1000))
             self.waiting = False
         except StopWaiting:  # a stop or a retirement: act on it now
             return
@@ -388,7 +390,6 @@ class GThreadWorker(ConnectionServer):
                 # connections are parked: only the selector sees them speak,
                 # and a stream of new clients would starve them.
                 job = self._accept_one(self._all_listeners)
-                self._accepted = job is not None
                 if job is not None:
                     return job
         if ready:
