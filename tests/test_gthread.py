@@ -23,8 +23,19 @@ APP = "threaded:app"
 GTHREAD = {"worker_class": "gthread"}
 
 
-def get_json(url, timeout=30):
-    return requests.get(url, timeout=timeout).json()
+def get_json(url, timeout=30, headers=None):
+    return requests.get(url, timeout=timeout, headers=headers).json()
+
+
+def sleep_in_background(url, mark):
+    """Start a ``/sleep`` request in a thread; return it once the request is in
+    the application (it touches ``mark``), with the dict its answer goes to."""
+    answer = {}
+    thread = threading.Thread(target=lambda: answer.update(
+        get_json(url, headers={"X-Started-Mark": str(mark)})))
+    thread.start()
+    assert wait_until(mark.exists, 10), "the slow request never reached the application"
+    return thread, answer
 
 
 def concurrently(url, count):
@@ -64,16 +75,13 @@ def test_one_worker_serves_as_many_waiting_requests_at_once_as_it_has_threads(te
     assert "Using worker: gthread" in server.log_text()
 
 
-def test_a_request_that_waits_lends_its_thread_place_to_the_next_ones(test_app):
+def test_a_request_that_waits_lends_its_thread_place_to_the_next_ones(test_app, tmp_path):
     # The thread serving a request keeps the leadership (for CPU-bound apps);
     # one whose request waits must hand it over, or this worker's other
     # thread would sit idle while new requests queue behind the waiting one.
     server = test_app(APP, workers=1, threads=2, **GTHREAD)
-    slow = {}
-    thread = threading.Thread(target=lambda: slow.update(get_json(server.url + "/sleep?5")))
-    thread.start()
+    thread, slow = sleep_in_background(server.url + "/sleep?5", tmp_path / "started")
     try:
-        time.sleep(0.3)  # a head start for the slow request (checked below)
         started = time.monotonic()
         quick = [get_json(server.url + "/")]
         first = time.monotonic() - started  # the hand-over: about 1 ms, never a beat (1 s)
@@ -83,7 +91,6 @@ def test_a_request_that_waits_lends_its_thread_place_to_the_next_ones(test_app):
     finally:
         thread.join(15)
     assert {r["pid"] for r in quick} == {slow["pid"]}
-    assert slow["start"] < min(r["start"] for r in quick)  # it was waiting all along
     assert first < 0.5 and elapsed < 3.0, (first, elapsed)
 
 
@@ -142,17 +149,14 @@ def test_an_application_raising_a_base_exception_costs_neither_thread_nor_worker
     assert "CancelledError: the application's own" in server.log_text()
 
 
-def test_a_worker_with_no_free_thread_does_not_accept(test_app):
+def test_a_worker_with_no_free_thread_does_not_accept(test_app, tmp_path):
     # Gunicorn's gthread worker accepts while busy and queues requests inside
     # itself although another worker is idle; here they stay in the kernel's
     # queue, for the worker that can serve them now.
     server = test_app(APP, workers=2, threads=1, **GTHREAD)
     server.wait_workers(2)
-    slow = {}
-    thread = threading.Thread(target=lambda: slow.update(get_json(server.url + "/sleep?8")))
-    thread.start()
+    thread, slow = sleep_in_background(server.url + "/sleep?8", tmp_path / "started")
     try:
-        time.sleep(0.3)  # a head start for the slow request, not synchronisation
         quick = [get_json(server.url + "/") for _ in range(20)]
         assert thread.is_alive()  # all 20 were served while the slow one still ran
     finally:

@@ -13,6 +13,9 @@ def app(environ, start_response):
     query = environ.get("QUERY_STRING", "")
     started = time.time()
     if path == "/sleep":
+        mark = environ.get("HTTP_X_STARTED_MARK")
+        if mark:  # tells the test that the request is in the application
+            open(mark, "w").close()
         time.sleep(float(query or "0.1"))
     if path == "/stuck":
         stuck_here(float(query or "60"))
